@@ -1,0 +1,99 @@
+// The seam between file formats and everything above them. A format knows
+// bytes and tensors, never methods: it lists the model's tensors, hands out
+// one tensor at a time as float32, takes changed values back in the tensor's
+// own dtype, and writes the model out with everything else unchanged.
+#ifndef BONSAI_SERVER_FORMATS_MODEL_H_
+#define BONSAI_SERVER_FORMATS_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/tensor/dtype.h"
+#include "server/tensor/float_tensor.h"
+
+namespace bonsai::formats {
+
+enum class Format { kOnnx, kSafetensors };
+std::string_view FormatName(Format format);  // "onnx", "safetensors"
+
+// How a weight's axes map to its operator, so that methods know what an
+// output channel is and along which axis dot products accumulate.
+//   safetensors (PyTorch layout [out, in, ...]):  output 0, reduction 1
+//   ONNX Gemm B / MatMul B ([in, out]):           output 1, reduction 0
+//   ONNX Gemm B with transB=1 ([out, in]):        output 0, reduction 1
+//   ONNX Conv W ([out, in/group, kh, kw]):        output 0, reduction 1
+//   ONNX ConvTranspose W ([in, out/group, ...]):  output 1, reduction 0
+struct WeightLayout {
+  int output_axis = 0;
+  int reduction_axis = 1;
+};
+
+struct TensorInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  tensor::DType dtype = tensor::DType::kOther;
+  uint64_t params = 0;
+  // What uses it, e.g. "Gemm.B", "MatMul.B", "Conv.W", "Gemm.C" (bias); empty
+  // when unknown (safetensors).
+  std::string role;
+  // Pruned when the request does not say otherwise: the weight inputs of
+  // Conv/ConvTranspose/Gemm/MatMul in ONNX; floating tensors of rank >= 2 that
+  // are not embeddings in safetensors.
+  bool selected_by_default = false;
+  std::optional<WeightLayout> layout;
+};
+
+// How a tensor should be stored when the request asks for packed output.
+// The method that produced the values says which encoding fits them.
+enum class Packing { kDense, kSparseBitmask, kNM, kBinary, kTernary };
+
+struct PackingHint {
+  Packing packing = Packing::kDense;
+  int n = 0, m = 0;                  // kNM: groups of m along the reduction axis
+  std::vector<float> scales;         // kBinary / kTernary: one per output channel or one per tensor
+};
+
+struct SerializeOptions {
+  bool packed = false;
+};
+
+// Per-tensor outcome of serialization, for the report.
+struct StoredSize {
+  uint64_t dense_bytes = 0;
+  uint64_t stored_bytes = 0;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  virtual Format format() const = 0;
+  virtual const std::vector<TensorInfo>& tensors() const = 0;
+
+  // The tensor's values as float32 (a copy: the caller may change it).
+  virtual absl::StatusOr<tensor::FloatTensor> Read(size_t index) const = 0;
+  // Replaces the tensor's values (same shape), stored in its own dtype.
+  virtual absl::Status Write(size_t index, const tensor::FloatTensor& values,
+                             const PackingHint& packing = {}) = 0;
+
+  // The whole model in its format. May consume internal buffers: call once.
+  virtual absl::StatusOr<std::string> Serialize(const SerializeOptions& options) = 0;
+
+  // After Serialize: bytes per tensor as written (for packed output).
+  virtual std::vector<StoredSize> stored_sizes() const { return {}; }
+};
+
+// Detects the format from the content (never the file name) and parses it.
+// Takes ownership of the bytes so formats can work on them in place.
+// Errors are InvalidArgument with a message that says what was wrong and
+// what to do (e.g. "this is a PyTorch checkpoint; save it with safetensors").
+absl::StatusOr<std::unique_ptr<Model>> ParseModel(std::string bytes);
+
+}  // namespace bonsai::formats
+
+#endif  // BONSAI_SERVER_FORMATS_MODEL_H_

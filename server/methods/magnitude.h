@@ -1,0 +1,39 @@
+// Magnitude pruning: the round(sparsity * n) weights with the smallest |w|
+// become zero, per tensor (layer scope) or over all tensors of the group with
+// one threshold (global scope). Same masks as torch.nn.utils.prune's
+// l1_unstructured / global_unstructured(L1Unstructured), up to ties.
+#ifndef BONSAI_SERVER_METHODS_MAGNITUDE_H_
+#define BONSAI_SERVER_METHODS_MAGNITUDE_H_
+
+#include <memory>
+#include <optional>
+
+#include "server/methods/method.h"
+#include "server/tensor/magnitude_select.h"
+
+namespace bonsai::methods {
+
+class MagnitudeMethod : public Method {
+ public:
+  explicit MagnitudeMethod(const MethodConfig& config) : config_(config) {}
+
+  int observation_passes() const override {
+    return config_.scope == Scope::kGlobal ? 3 : 0;
+  }
+  void Observe(int pass, const WeightTensor& weight) override;
+  void EndPass(int pass) override;
+  absl::StatusOr<MethodOutcome> Apply(const WeightTensor& weight,
+                                      const ProgressTick& tick) override;
+
+ private:
+  MethodConfig config_;
+  // Global scope: pass 0 counts the weights, pass 1 and 2 are the radix
+  // selection's coarse and fine histograms.
+  uint64_t global_count_ = 0;
+  std::unique_ptr<tensor::MagnitudeSelector> selector_;
+  std::optional<tensor::MagnitudeMasker> masker_;
+};
+
+}  // namespace bonsai::methods
+
+#endif  // BONSAI_SERVER_METHODS_MAGNITUDE_H_

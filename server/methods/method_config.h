@@ -1,0 +1,44 @@
+// What a request asks of one method, free of the API's protobuf types, and
+// the catalogue of methods that GetCapabilities publishes.
+#ifndef BONSAI_SERVER_METHODS_METHOD_CONFIG_H_
+#define BONSAI_SERVER_METHODS_METHOD_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+namespace bonsai::methods {
+
+enum class Scope { kLayer, kGlobal };
+enum class NormKind { kL1, kL2 };
+enum class StructuredMode { kMask, kPhysical };
+
+struct MethodConfig {
+  std::string method;  // "magnitude", "nm", ...
+  double sparsity = 0.0;
+  Scope scope = Scope::kLayer;
+  int n = 0, m = 0;
+  NormKind norm = NormKind::kL2;
+  StructuredMode structured_mode = StructuredMode::kMask;
+  int block_size = 128;
+  double dampening = 0.01;
+  bool per_channel = false;
+};
+
+struct ParameterDescription {
+  std::string name, type, default_value, description;
+};
+
+struct MethodDescription {
+  std::string name;
+  std::string description;
+  std::vector<ParameterDescription> parameters;
+  bool needs_calibration = false;
+  std::vector<std::string> formats;
+};
+
+// Every method this build offers, in a stable order.
+const std::vector<MethodDescription>& DescribeMethods();
+
+}  // namespace bonsai::methods
+
+#endif  // BONSAI_SERVER_METHODS_METHOD_CONFIG_H_

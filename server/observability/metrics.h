@@ -1,0 +1,35 @@
+// bonsai's Prometheus metrics, in one place. Handlers and the engine call
+// these functions; nothing else in the server knows prometheus-cpp.
+// Labels are low-cardinality by construction: method, format, outcome, stage,
+// reason, gRPC method and code. Never a model name, tensor name or address.
+#ifndef BONSAI_SERVER_OBSERVABILITY_METRICS_H_
+#define BONSAI_SERVER_OBSERVABILITY_METRICS_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+
+namespace bonsai::observability {
+
+enum class JobOutcome { kOk, kInvalid, kRejected, kCancelled, kFailed };
+enum class JobStage { kQueueWait, kReceive, kParse, kCompress, kSerialize, kSend };
+
+// Starts the /metrics HTTP endpoint on `listen` ("0.0.0.0:9464"); an empty
+// string leaves metrics collected but not served (tests).
+absl::Status StartMetricsEndpoint(const std::string& listen, int workers);
+
+void RecordJob(std::string_view method, std::string_view format, JobOutcome outcome);
+void RecordStageSeconds(JobStage stage, double seconds);
+void RecordRejected(std::string_view reason);  // queue_full, too_large, shutting_down
+void RecordReceivedBytes(uint64_t bytes);
+void RecordSentBytes(uint64_t bytes);
+void RecordModelBytes(uint64_t bytes);
+void RecordCompressionRatio(double input_over_zstd_output);
+void SetJobsRunning(int64_t running);
+void SetJobsQueued(int64_t queued);
+
+}  // namespace bonsai::observability
+
+#endif  // BONSAI_SERVER_OBSERVABILITY_METRICS_H_
