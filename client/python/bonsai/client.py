@@ -1,0 +1,225 @@
+"""bonsai.Client: the Python face of the Compressor service."""
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Callable, Iterable, Mapping, Optional
+
+import grpc
+
+from bonsai import spec as specs
+from bonsai.errors import BonsaiError, from_rpc_error
+from bonsai.results import CompressResult, ModelSink
+from bonsai.retry import RetryPolicy
+from bonsai.streaming import DEFAULT_CHUNK_BYTES, ByteSource, ModelInput, UploadRequests
+from bonsai.v1 import compressor_pb2 as pb
+from bonsai.v1 import compressor_pb2_grpc as pb_grpc
+
+DEFAULT_TIMEOUT = 3600.0
+# Replicas behind a headless service (dns:///...) each take whole jobs, so
+# spread calls over all of them rather than pinning the first address.
+_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+_MAX_MESSAGE_BYTES = 64 << 20
+
+
+def channel_options(max_message_bytes: int = _MAX_MESSAGE_BYTES) -> list:
+    return [
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, error: BonsaiError, upload_started: bool):
+        super().__init__(str(error))
+        self.error = error
+        self.upload_started = upload_started
+
+
+class Client:
+    """A connection to a bonsai server (or a round-robin set of them).
+
+    `timeout` is the deadline of each call in seconds; `admission_wait` is how
+    long a Compress call holds its upload after the spec, waiting for the
+    server's first word, so that a refusal at admission costs no upload and
+    can be retried.
+    """
+
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: Optional[RetryPolicy] = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        admission_wait: float = 1.0,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+        options: Iterable = (),
+    ):
+        self.target = target
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.chunk_bytes = chunk_bytes
+        self.admission_wait = admission_wait
+        opts = channel_options() + list(options)
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=opts)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=opts)
+        self.stub = pb_grpc.CompressorStub(self._channel)
+        self._rng = random.Random()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ RPCs
+
+    def capabilities(self, *, timeout: Optional[float] = None) -> pb.Capabilities:
+        def once():
+            try:
+                return self.stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=timeout or self.timeout)
+            except grpc.RpcError as err:
+                raise _AttemptFailed(from_rpc_error(err), upload_started=False) from None
+        return self._with_retries(once, rereadable=True)
+
+    def inspect(
+        self,
+        model: ModelInput,
+        *,
+        include: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+        timeout: Optional[float] = None,
+    ) -> pb.InspectResponse:
+        source = ByteSource(model)
+        first = pb.InspectRequest(spec=specs.inspect_spec(include=include, exclude=exclude,
+                                                          model_size_bytes=source.size))
+
+        def once():
+            requests = UploadRequests(first, [(lambda c: pb.InspectRequest(model_chunk=c), source)],
+                                      self.chunk_bytes, admission_wait=0)
+            future = self.stub.Inspect.future(iter(requests), timeout=timeout or self.timeout)
+            future.add_done_callback(lambda _: requests.call_done.set())
+            try:
+                return future.result()
+            except grpc.RpcError as err:
+                raise _AttemptFailed(from_rpc_error(err), requests.data_started) from None
+            except BaseException:
+                future.cancel()
+                raise
+        return self._with_retries(once, source.rereadable)
+
+    def compress(
+        self,
+        model: ModelInput,
+        *,
+        method: str = "magnitude",
+        sparsity: float = 0.5,
+        scope: str = "layer",
+        include: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+        include_only: bool = False,
+        overrides: Optional[Mapping[str, float]] = None,
+        options=None,
+        rules: Iterable = (),
+        output: str = "dense",
+        calibration: Optional[ModelInput] = None,
+        progress: Optional[Callable[[pb.Progress], None]] = None,
+        output_path=None,
+        upload_progress: Optional[Callable[[int, Optional[int]], None]] = None,
+        download_progress: Optional[Callable[[int, int], None]] = None,
+        timeout: Optional[float] = None,
+    ) -> CompressResult:
+        """Compresses `model` (a path, bytes or binary file object).
+
+        `progress` receives the server's Progress messages; `upload_progress`
+        (bytes sent so far, total or None) and `download_progress` (bytes
+        received, total from the report) are for byte counters such as bars.
+        """
+        source = ByteSource(model)
+        calib = ByteSource(calibration) if calibration is not None else None
+        spec = specs.compression_spec(
+            method=method, sparsity=sparsity, scope=scope, include=include, exclude=exclude,
+            include_only=include_only, overrides=overrides, options=options, rules=rules, output=output,
+            model_size_bytes=source.size, calibration_size_bytes=calib.size if calib else None)
+        parts = []
+        if calib is not None:
+            parts.append((lambda c: pb.CompressRequest(calibration_chunk=c), calib))
+        parts.append((lambda c: pb.CompressRequest(model_chunk=c), source))
+        upload_total = (source.size or 0) + (calib.size or 0 if calib else 0) or None
+        rereadable = source.rereadable and (calib is None or calib.rereadable)
+
+        def once():
+            return self._compress_once(pb.CompressRequest(spec=spec), parts, upload_total, progress,
+                                       output_path, upload_progress, download_progress, timeout)
+        return self._with_retries(once, rereadable)
+
+    # ------------------------------------------------------------ internals
+
+    def _compress_once(self, first, parts, upload_total, progress, output_path,
+                       upload_progress, download_progress, timeout) -> CompressResult:
+        sent = [0]
+
+        def on_bytes(n: int) -> None:
+            sent[0] += n
+            if upload_progress is not None:
+                upload_progress(sent[0], upload_total)
+
+        requests = UploadRequests(first, parts, self.chunk_bytes, self.admission_wait, on_bytes)
+        call = self.stub.Compress(iter(requests), timeout=timeout or self.timeout)
+
+        def on_done(_call) -> None:
+            requests.call_done.set()
+            requests.server_spoke.set()
+        call.add_done_callback(on_done)
+
+        sink = ModelSink(output_path)
+        report = None
+        try:
+            for response in call:
+                requests.server_spoke.set()
+                kind = response.WhichOneof("payload")
+                if kind == "progress":
+                    if progress is not None:
+                        progress(response.progress)
+                elif kind == "report":
+                    report = response.report
+                elif kind == "model_chunk":
+                    if report is None:
+                        raise BonsaiError(grpc.StatusCode.INTERNAL, "server sent model bytes before the report")
+                    sink.write(response.model_chunk)
+                    if download_progress is not None:
+                        download_progress(sink.size, report.totals.model_bytes_out)
+            if report is None:
+                raise BonsaiError(grpc.StatusCode.INTERNAL, "server ended the stream without a report")
+            sink.verify(report)
+            model = sink.commit()
+        except grpc.RpcError as err:
+            sink.discard()
+            raise _AttemptFailed(from_rpc_error(err), requests.data_started) from None
+        except BaseException:
+            call.cancel()
+            sink.discard()
+            raise
+        return CompressResult(report=report, model=model,
+                              output_path=str(output_path) if output_path is not None else None)
+
+    def _with_retries(self, once, rereadable: bool):
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return once()
+            except _AttemptFailed as failed:
+                code = failed.error.code
+                if not (rereadable and self.retry.should_retry(code, attempt, failed.upload_started)):
+                    raise failed.error from None
+                time.sleep(self.retry.backoff(attempt, self._rng))

@@ -1,0 +1,66 @@
+"""tqdm bars on stderr for one Compress call: upload, compression, download."""
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Optional
+
+from tqdm import tqdm
+
+from bonsai.v1 import compressor_pb2 as pb
+
+
+def _stage_name(stage: int) -> str:
+    return pb.Stage.Name(stage).replace("STAGE_", "").lower()
+
+
+class CompressBars:
+    def __init__(self, enabled: bool = True, stream=sys.stderr):
+        self._enabled = enabled
+        self._stream = stream
+        self._lock = threading.Lock()  # upload arrives on gRPC's sending thread
+        self._upload: Optional[tqdm] = None
+        self._stage: Optional[tqdm] = None
+        self._stage_value = None
+        self._download: Optional[tqdm] = None
+
+    def _bar(self, **kwargs) -> tqdm:
+        return tqdm(file=self._stream, disable=not self._enabled, leave=True, dynamic_ncols=True, **kwargs)
+
+    def upload(self, sent: int, total: Optional[int]) -> None:
+        with self._lock:
+            if self._upload is None:
+                self._upload = self._bar(desc="upload", total=total, unit="B", unit_scale=True, unit_divisor=1024)
+            self._upload.update(sent - self._upload.n)
+            if total is not None and sent >= total:
+                self._upload.close()
+
+    def progress(self, event: pb.Progress) -> None:
+        with self._lock:
+            if event.stage in (pb.STAGE_QUEUED, pb.STAGE_RECEIVING, pb.STAGE_SENDING):
+                return  # the byte bars show receiving and sending more precisely
+            if event.stage != self._stage_value:
+                if self._stage is not None:
+                    self._stage.close()
+                self._stage_value = event.stage
+                self._stage = self._bar(desc=_stage_name(event.stage), total=100,
+                                        bar_format="{desc:<12} {percentage:3.0f}%|{bar}| {postfix}")
+            self._stage.n = round(min(max(event.fraction, 0.0), 1.0) * 100)
+            self._stage.postfix = event.detail[-48:]
+            self._stage.refresh()
+
+    def download(self, received: int, total: int) -> None:
+        with self._lock:
+            if self._stage is not None:
+                self._stage.close()
+                self._stage = None
+            if self._download is None:
+                self._download = self._bar(desc="download", total=total or None, unit="B",
+                                           unit_scale=True, unit_divisor=1024)
+            self._download.update(received - self._download.n)
+
+    def close(self) -> None:
+        with self._lock:
+            for bar in (self._upload, self._stage, self._download):
+                if bar is not None:
+                    bar.close()

@@ -1,0 +1,85 @@
+"""Plain-text tables for reports, inspections and capabilities."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from bonsai.v1 import compressor_pb2 as pb
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool] = ()) -> str:
+    rows = [list(map(str, r)) for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    right = list(right) + [False] * (len(headers) - len(right))
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _shape(shape, after=()) -> str:
+    text = "x".join(map(str, shape)) or "scalar"
+    if after and list(after) != list(shape):
+        text += " -> " + "x".join(map(str, after))
+    return text
+
+
+def format_report(report: pb.CompressionReport) -> str:
+    rows = [(t.name, _shape(t.shape, t.shape_after), t.dtype, f"{t.sparsity:.4f}",
+             f"{t.relative_error:.4g}", t.method + (f" [{t.rule}]" if t.rule else ""), t.note)
+            for t in report.tensors]
+    out = [table(("tensor", "shape", "dtype", "sparsity", "rel.error", "method", "note"), rows,
+                 right=(False, False, False, True, True))]
+    tot, tim = report.totals, report.timings
+    out.append("")
+    out.append(f"format       {report.format}    method {report.method}")
+    params = f"{tot.params:,}"
+    if tot.params_after and tot.params_after != tot.params:
+        params += f" -> {tot.params_after:,}"
+    out.append(f"params       {params} (selected {tot.prunable_params:,}, nonzero after {tot.nonzero_after:,})")
+    out.append(f"sparsity     {tot.sparsity:.4f} over the selected tensors")
+    out.append(f"bytes in     {human_bytes(tot.model_bytes_in)} (zstd {human_bytes(tot.model_bytes_in_zstd)})")
+    out.append(f"bytes out    {human_bytes(tot.model_bytes_out)} (zstd {human_bytes(tot.model_bytes_out_zstd)})")
+    if tot.macs_before:
+        out.append(f"MACs         {tot.macs_before:,} -> {tot.macs_after:,}")
+    out.append(f"timings      queue {tim.queue_seconds:.3f}s  receive {tim.receive_seconds:.3f}s  "
+               f"parse {tim.parse_seconds:.3f}s  compress {tim.compress_seconds:.3f}s  "
+               f"serialize {tim.serialize_seconds:.3f}s  total {tim.total_seconds:.3f}s")
+    out.append(f"sha256       {report.output_sha256}")
+    for w in report.warnings:
+        out.append(f"warning: {w}")
+    return "\n".join(out)
+
+
+def format_inspect(response: pb.InspectResponse) -> str:
+    rows = [(t.name, _shape(t.shape), t.dtype, f"{t.params:,}", f"{t.zeros:,}", t.role,
+             "yes" if t.selected else "") for t in response.tensors]
+    out = [table(("tensor", "shape", "dtype", "params", "zeros", "role", "selected"), rows,
+                 right=(False, False, False, True, True))]
+    out.append("")
+    out.append(f"format {response.format}: {response.total_params:,} params in {human_bytes(response.total_bytes)}, "
+               f"{response.selected_params:,} selected")
+    return "\n".join(out)
+
+
+def format_capabilities(caps: pb.Capabilities) -> str:
+    out = [f"bonsai {caps.version}: formats {', '.join(caps.formats)}"]
+    lim = caps.limits
+    out.append(f"limits: model {human_bytes(lim.max_model_bytes)}, chunk {human_bytes(lim.max_chunk_bytes)}, "
+               f"calibration {human_bytes(lim.max_calibration_bytes)}, {lim.workers} workers, "
+               f"{lim.max_queued_jobs} queued jobs")
+    for m in caps.methods:
+        calib = " (needs calibration)" if m.needs_calibration else ""
+        out.append(f"\n{m.name}{calib} [{', '.join(m.formats)}]: {m.description}")
+        for p in m.parameters:
+            default = f" = {p.default_value}" if p.default_value else ""
+            out.append(f"  {p.name} ({p.type}{default}): {p.description}")
+    return "\n".join(out)
