@@ -1,0 +1,176 @@
+"""Calibration statistics for wanda and sparsegpt, collected from a torch model.
+
+The server needs, for every weight it prunes with a calibration method, the
+Gram matrix H = XᵀX of that layer's inputs over some real data, and how many
+input rows went into it. This module runs a few batches through the model
+with forward hooks on nn.Linear and nn.Conv2d and writes a safetensors file:
+
+    <weight name>.gram     F32 [d, d]   d = the weight's reduction length
+    <weight name>.samples  I64 [1]      input rows accumulated
+
+d is in_features for Linear and in_channels/groups * kh * kw for Conv2d: the
+input is unfolded (torch.nn.functional.unfold) so that its columns line up
+with weight.reshape(out, -1), which is how the server flattens a Conv weight.
+Grouped convolutions stack the rows of every group into one H (each group
+really has its own; for depthwise layers prefer to exclude them).
+
+Weight names are the model's state_dict keys (`<module>.weight`), which are
+the tensor names of a safetensors file saved from that state_dict. For ONNX,
+torch.onnx.export(..., export_params=True) keeps those names as initializer
+names for Gemm and Conv weights, but constant folding may give a weight a new
+name such as `onnx::MatMul_123` (e.g. a Linear applied to a 3-D input becomes
+MatMul with a folded transpose). `onnx_name_map` finds the initializer of each
+weight by name, or else by value (as stored or transposed), and
+`write_calibration(..., name_map=...)` writes the statistics under those
+names. H is the same whichever way the weight is stored, since the reduction
+axis does not change.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, Iterable, Mapping, Optional, Union
+
+import numpy as np
+
+from bonsai import safetensors_io
+
+
+@dataclasses.dataclass
+class GramStats:
+    gram: np.ndarray  # float64 [d, d], summed over samples
+    samples: int
+
+
+def _conv_rows(module, x):
+    """Conv2d input [N, C, H, W] -> rows [N * L * groups, C/groups * kh * kw]."""
+    import torch.nn.functional as F
+    padding = module.padding
+    if module.padding_mode != "zeros":
+        x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+        padding = 0
+    elif padding == "valid":
+        padding = 0
+    elif padding == "same":
+        padding = tuple(d * (k - 1) // 2 for d, k in zip(module.dilation, module.kernel_size))
+    cols = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
+    n, ckk, length = cols.shape
+    groups = module.groups
+    cols = cols.reshape(n, groups, ckk // groups, length)  # channels are the outer factor of ckk
+    return cols.permute(0, 1, 3, 2).reshape(-1, ckk // groups)
+
+
+def collect_gram(model, batches: Iterable, *, module_types=None, device=None) -> Dict[str, GramStats]:
+    """Runs `batches` through `model` and returns {"<module>.weight": GramStats}.
+
+    A batch is a tensor, a tuple/list of positional arguments, or a dict of
+    keyword arguments. The model is put in eval mode; nothing is trained.
+    """
+    import torch
+    import torch.nn as nn
+    module_types = tuple(module_types or (nn.Linear, nn.Conv2d))
+    sums: Dict[str, "torch.Tensor"] = {}
+    counts: Dict[str, int] = {}
+
+    def hook_for(name: str, module):
+        def hook(mod, inputs, _output):
+            x = inputs[0].detach()
+            if isinstance(mod, nn.Conv2d):
+                if x.dim() == 3:
+                    x = x.unsqueeze(0)
+                rows = _conv_rows(mod, x)
+            else:
+                rows = x.reshape(-1, x.shape[-1])
+            rows = rows.to(torch.float64)
+            gram = rows.T @ rows
+            key = f"{name}.weight"
+            sums[key] = sums[key] + gram if key in sums else gram
+            counts[key] = counts.get(key, 0) + rows.shape[0]
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(name, m))
+               for name, m in model.named_modules() if isinstance(m, module_types)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                if isinstance(batch, Mapping):
+                    model(**{k: _to(v, device) for k, v in batch.items()})
+                elif isinstance(batch, (tuple, list)):
+                    model(*[_to(v, device) for v in batch])
+                else:
+                    model(_to(batch, device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {k: GramStats(sums[k].cpu().numpy(), counts[k]) for k in sums}
+
+
+def _to(value, device):
+    return value.to(device) if device is not None and hasattr(value, "to") else value
+
+
+def onnx_name_map(onnx_model, torch_model) -> Dict[str, str]:
+    """Maps state_dict weight names to the ONNX initializer that holds them.
+
+    `onnx_model` is an onnx.ModelProto, bytes or a path. Names that survive
+    export map to themselves; renamed weights are found by value (as stored
+    or transposed). Weights with no initializer (e.g. folded into another
+    constant) are left out.
+    """
+    import onnx
+    from onnx import numpy_helper
+    if isinstance(onnx_model, (bytes, bytearray)):
+        onnx_model = onnx.load_from_string(bytes(onnx_model))
+    elif isinstance(onnx_model, (str, os.PathLike)):
+        onnx_model = onnx.load(os.fspath(onnx_model))
+    initializers = {i.name: i for i in onnx_model.graph.initializer}
+    state = {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items() if k.endswith("weight")}
+    result: Dict[str, str] = {}
+    unmatched = []
+    for name in state:
+        if name in initializers:
+            result[name] = name
+        else:
+            unmatched.append(name)
+    taken = set(result.values())
+    for name in unmatched:
+        weight = state[name]
+        for init_name, init in initializers.items():
+            if init_name in taken or tuple(init.dims) not in (weight.shape, weight.T.shape):
+                continue
+            values = numpy_helper.to_array(init)
+            if (values.shape == weight.shape and np.array_equal(values, weight)) or \
+               (weight.ndim == 2 and values.shape == weight.T.shape and np.array_equal(values, weight.T)):
+                result[name] = init_name
+                taken.add(init_name)
+                break
+    return result
+
+
+def write_calibration(destination, stats: Mapping[str, GramStats],
+                      name_map: Optional[Mapping[str, str]] = None) -> None:
+    """Writes the statistics as safetensors; `name_map` renames weights (ONNX).
+
+    With a name map, weights missing from it are left out (they have no
+    tensor of that name in the model).
+    """
+    tensors = {}
+    for name, s in stats.items():
+        if name_map is not None:
+            if name not in name_map:
+                continue
+            name = name_map[name]
+        tensors[f"{name}.gram"] = np.asarray(s.gram, dtype=np.float32)
+        tensors[f"{name}.samples"] = np.array([s.samples], dtype=np.int64)
+    safetensors_io.write(destination, tensors, metadata={"format": "bonsai-calibration", "version": "1"})
+
+
+def calibrate(model, batches: Iterable, destination, *, onnx_model=None, **kwargs) -> Dict[str, GramStats]:
+    """collect_gram + write_calibration; with `onnx_model`, names follow its initializers."""
+    stats = collect_gram(model, batches, **kwargs)
+    name_map = onnx_name_map(onnx_model, model) if onnx_model is not None else None
+    write_calibration(destination, stats, name_map)
+    return stats
