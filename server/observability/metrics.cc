@@ -1,17 +1,213 @@
-// Placeholder until the Prometheus wiring lands: every call is a no-op.
 #include "server/observability/metrics.h"
 
-namespace bonsai::observability {
+#include <array>
+#include <exception>
+#include <memory>
+#include <sstream>
 
-absl::Status StartMetricsEndpoint(const std::string&, int) { return absl::OkStatus(); }
-void RecordJob(std::string_view, std::string_view, JobOutcome) {}
-void RecordStageSeconds(JobStage, double) {}
-void RecordRejected(std::string_view) {}
-void RecordReceivedBytes(uint64_t) {}
-void RecordSentBytes(uint64_t) {}
-void RecordModelBytes(uint64_t) {}
-void RecordCompressionRatio(double) {}
-void SetJobsRunning(int64_t) {}
-void SetJobsQueued(int64_t) {}
+#include "absl/strings/str_cat.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/text_serializer.h"
+#include "server/observability/process_collector.h"
+#include "server/observability/registry.h"
+
+#ifndef BONSAI_VERSION
+#define BONSAI_VERSION "unknown"
+#endif
+#ifndef BONSAI_REVISION
+#define BONSAI_REVISION "unknown"
+#endif
+
+namespace bonsai::observability {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Histogram;
+
+constexpr std::array<std::string_view, 8> kMethods = {
+    "magnitude", "nm", "structured", "wanda", "sparsegpt", "binarize", "ternarize", "inspect"};
+constexpr std::array<std::string_view, 2> kFormats = {"onnx", "safetensors"};
+constexpr std::array<std::string_view, 3> kReasons = {"queue_full", "too_large",
+                                                      "shutting_down"};
+constexpr std::array<std::string_view, 5> kOutcomes = {"ok", "invalid", "rejected",
+                                                       "cancelled", "failed"};
+constexpr std::array<std::string_view, 6> kStages = {"queue_wait", "receive",   "parse",
+                                                     "compress",   "serialize", "send"};
+
+template <size_t N>
+std::string Bounded(std::string_view value, const std::array<std::string_view, N>& known,
+                    std::string_view fallback) {
+  for (std::string_view k : known) {
+    if (value == k) return std::string(k);
+  }
+  return std::string(fallback);
+}
+
+Histogram::BucketBoundaries ModelByteBuckets() {
+  Histogram::BucketBoundaries b;
+  for (double v = 1024; v <= 16.0 * 1024 * 1024 * 1024; v *= 4) b.push_back(v);  // 1 KiB..16 GiB
+  return b;
+}
+
+// Every family, built once in the shared registry.
+struct Metrics {
+  explicit Metrics(prometheus::Registry& r)
+      : jobs(BuildCounter()
+                 .Name("bonsai_jobs_total")
+                 .Help("Compression and inspection jobs by method, format and outcome.")
+                 .Register(r)),
+        stage_seconds(BuildHistogram()
+                          .Name("bonsai_job_stage_seconds")
+                          .Help("Time a job spent in each stage.")
+                          .Register(r)),
+        running(BuildGauge()
+                    .Name("bonsai_jobs_running")
+                    .Help("Jobs being worked on by a worker.")
+                    .Register(r)
+                    .Add({})),
+        queued(BuildGauge()
+                   .Name("bonsai_jobs_queued")
+                   .Help("Jobs admitted and waiting for a worker.")
+                   .Register(r)
+                   .Add({})),
+        workers(BuildGauge()
+                    .Name("bonsai_workers")
+                    .Help("Size of the worker pool.")
+                    .Register(r)
+                    .Add({})),
+        received_bytes(BuildCounter()
+                           .Name("bonsai_received_bytes_total")
+                           .Help("Model and calibration bytes received from clients.")
+                           .Register(r)
+                           .Add({})),
+        sent_bytes(BuildCounter()
+                       .Name("bonsai_sent_bytes_total")
+                       .Help("Compressed model bytes sent to clients.")
+                       .Register(r)
+                       .Add({})),
+        model_bytes(BuildHistogram()
+                        .Name("bonsai_model_bytes")
+                        .Help("Size of uploaded models in bytes.")
+                        .Register(r)
+                        .Add({}, ModelByteBuckets())),
+        compression_ratio(
+            BuildHistogram()
+                .Name("bonsai_compression_ratio")
+                .Help("Input model bytes over zstd-compressed output bytes, per job.")
+                .Register(r)
+                .Add({}, Histogram::BucketBoundaries{1, 1.1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8,
+                                                     10, 12, 16, 24, 32})),
+        rejected(BuildCounter()
+                     .Name("bonsai_rejected_total")
+                     .Help("Jobs refused before they ran, by reason.")
+                     .Register(r)) {
+    BuildGauge()
+        .Name("bonsai_build_info")
+        .Help("Always 1; the labels tell which build is running.")
+        .Register(r)
+        .Add({{"version", BONSAI_VERSION}, {"revision", BONSAI_REVISION}})
+        .Set(1);
+    // Known series exist at zero from the start, so rate() and ratios over
+    // them return a value before the first event rather than nothing.
+    for (size_t i = 0; i < kStages.size(); ++i) {
+      stages[i] = &stage_seconds.Add(
+          {{"stage", std::string(kStages[i])}},
+          Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                      5, 10, 30, 60, 120, 300, 600});
+    }
+    for (std::string_view reason : kReasons) rejected.Add({{"reason", std::string(reason)}});
+  }
+
+  prometheus::Family<prometheus::Counter>& jobs;
+  prometheus::Family<Histogram>& stage_seconds;
+  std::array<Histogram*, kStages.size()> stages{};
+  prometheus::Gauge& running;
+  prometheus::Gauge& queued;
+  prometheus::Gauge& workers;
+  prometheus::Counter& received_bytes;
+  prometheus::Counter& sent_bytes;
+  Histogram& model_bytes;
+  Histogram& compression_ratio;
+  prometheus::Family<prometheus::Counter>& rejected;
+};
+
+Metrics& Get() {
+  static Metrics* metrics = new Metrics(*MetricsRegistry());
+  return *metrics;
+}
+
+std::string_view OutcomeName(JobOutcome outcome) {
+  return kOutcomes[static_cast<size_t>(outcome)];
+}
+
+}  // namespace
+
+const std::shared_ptr<prometheus::Registry>& MetricsRegistry() {
+  static const auto* registry = new std::shared_ptr<prometheus::Registry>(
+      std::make_shared<prometheus::Registry>());
+  return *registry;
+}
+
+absl::Status StartMetricsEndpoint(const std::string& listen, int workers) {
+  Get().workers.Set(workers);
+  if (listen.empty()) return absl::OkStatus();
+  // Lives as long as the process: scrapes may come until the very end.
+  static std::unique_ptr<prometheus::Exposer> exposer;
+  static std::shared_ptr<ProcessCollector> process = std::make_shared<ProcessCollector>();
+  if (exposer != nullptr) return absl::FailedPreconditionError("metrics endpoint already started");
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": ", e.what()));
+  }
+  exposer->RegisterCollectable(MetricsRegistry());
+  exposer->RegisterCollectable(process);
+  return absl::OkStatus();
+}
+
+void RecordJob(std::string_view method, std::string_view format, JobOutcome outcome) {
+  Get()
+      .jobs
+      .Add({{"method", Bounded(method, kMethods, "other")},
+            {"format", Bounded(format, kFormats, "unknown")},
+            {"outcome", std::string(OutcomeName(outcome))}})
+      .Increment();
+}
+
+void RecordStageSeconds(JobStage stage, double seconds) {
+  Get().stages[static_cast<size_t>(stage)]->Observe(seconds);
+}
+
+void RecordRejected(std::string_view reason) {
+  Get().rejected.Add({{"reason", Bounded(reason, kReasons, "other")}}).Increment();
+}
+
+void RecordReceivedBytes(uint64_t bytes) {
+  Get().received_bytes.Increment(static_cast<double>(bytes));
+}
+
+void RecordSentBytes(uint64_t bytes) { Get().sent_bytes.Increment(static_cast<double>(bytes)); }
+
+void RecordModelBytes(uint64_t bytes) { Get().model_bytes.Observe(static_cast<double>(bytes)); }
+
+void RecordCompressionRatio(double input_over_zstd_output) {
+  Get().compression_ratio.Observe(input_over_zstd_output);
+}
+
+void SetJobsRunning(int64_t running) { Get().running.Set(static_cast<double>(running)); }
+
+void SetJobsQueued(int64_t queued) { Get().queued.Set(static_cast<double>(queued)); }
+
+std::string RenderMetricsText() {
+  Get();  // the families exist even before the first event
+  auto families = MetricsRegistry()->Collect();
+  for (auto& f : ProcessCollector().Collect()) families.push_back(std::move(f));
+  return prometheus::TextSerializer().Serialize(families);
+}
 
 }  // namespace bonsai::observability

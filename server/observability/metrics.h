@@ -30,6 +30,15 @@ void RecordCompressionRatio(double input_over_zstd_output);
 void SetJobsRunning(int64_t running);
 void SetJobsQueued(int64_t queued);
 
+// Label values outside the known sets (a misspelt method from a client, say)
+// are recorded as "other", so no client can grow the number of series.
+//   method: magnitude nm structured wanda sparsegpt binarize ternarize inspect
+//   format: onnx safetensors (else "unknown")
+//   reason: queue_full too_large shutting_down
+
+// The current exposition, as a scrape of /metrics would return it (tests).
+std::string RenderMetricsText();
+
 }  // namespace bonsai::observability
 
 #endif  // BONSAI_SERVER_OBSERVABILITY_METRICS_H_
