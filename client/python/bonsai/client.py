@@ -160,7 +160,10 @@ class Client:
         def once():
             return self._compress_once(pb.CompressRequest(spec=spec), parts, upload_total, progress,
                                        output_path, upload_progress, download_progress, timeout)
-        return self._with_retries(once, rereadable)
+
+        def over_limit() -> bool:
+            return self._over_limits(source.size, calib.size if calib else None)
+        return self._with_retries(once, rereadable, over_limit)
 
     # ------------------------------------------------------------ internals
 
@@ -212,7 +215,20 @@ class Client:
         return CompressResult(report=report, model=model,
                               output_path=str(output_path) if output_path is not None else None)
 
-    def _with_retries(self, once, rereadable: bool):
+    def _over_limits(self, model_size: Optional[int], calibration_size: Optional[int]) -> bool:
+        """Whether the upload is larger than the server accepts at all.
+
+        RESOURCE_EXHAUSTED means either "busy, try later" or "too large,
+        never"; only the first is worth a retry.
+        """
+        try:
+            limits = self.stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=30).limits
+        except grpc.RpcError:
+            return False
+        return bool((limits.max_model_bytes and (model_size or 0) > limits.max_model_bytes) or
+                    (limits.max_calibration_bytes and (calibration_size or 0) > limits.max_calibration_bytes))
+
+    def _with_retries(self, once, rereadable: bool, over_limit: Callable[[], bool] = lambda: False):
         attempt = 0
         while True:
             attempt += 1
@@ -221,5 +237,7 @@ class Client:
             except _AttemptFailed as failed:
                 code = failed.error.code
                 if not (rereadable and self.retry.should_retry(code, attempt, failed.upload_started)):
+                    raise failed.error from None
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED and over_limit():
                     raise failed.error from None
                 time.sleep(self.retry.backoff(attempt, self._rng))

@@ -1,0 +1,117 @@
+"""Runs a real bonsai-server on free loopback ports for the end-to-end tests."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Optional, Sequence
+
+import grpc
+
+from bonsai.v1 import compressor_pb2 as pb
+from bonsai.v1 import compressor_pb2_grpc as pb_grpc
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+
+def server_binary() -> str:
+    path = os.environ.get("BONSAI_SERVER", os.path.join(REPO, "build", "bin", "bonsai-server"))
+    return os.path.abspath(path)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerCrashed(RuntimeError):
+    pass
+
+
+class BonsaiServer:
+    """One server process. `flags` are appended after the defaults, so they win."""
+
+    def __init__(self, flags: Sequence[str] = (), workers: int = 2, binary: Optional[str] = None):
+        self.binary = binary or server_binary()
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.args = [self.binary, f"--listen={self.target}", f"--workers={workers}",
+                     f"--metrics_listen=127.0.0.1:{self.metrics_port}", *flags]
+        self._log = tempfile.NamedTemporaryFile(prefix="bonsai-server-", suffix=".log", delete=False)
+        self.proc: Optional[subprocess.Popen] = None
+        self.stopped_by_us = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def start(self) -> "BonsaiServer":
+        if not os.access(self.binary, os.X_OK):
+            raise FileNotFoundError(f"no bonsai-server at {self.binary}: build it (make build) or set BONSAI_SERVER")
+        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        with grpc.insecure_channel(self.target) as channel:
+            stub = pb_grpc.CompressorStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise ServerCrashed(f"bonsai-server exited with {self.proc.returncode} while starting:\n{self.log()}")
+                try:
+                    stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=1.0)
+                    return
+                except grpc.RpcError:
+                    time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"bonsai-server did not answer GetCapabilities within {START_TIMEOUT}s:\n{self.log()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if self.proc is not None and not self.alive() and not self.stopped_by_us:
+            raise ServerCrashed(f"bonsai-server died with status {self.proc.returncode}:\n{self.log()}")
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc status")
+
+    def log(self, tail: int = 8000) -> str:
+        self._log.flush()
+        with open(self._log.name, "rb") as f:
+            data = f.read()
+        return data[-tail:].decode(errors="replace")
+
+    def stop(self) -> Optional[int]:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.stopped_by_us = True
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+        try:
+            os.unlink(self._log.name)
+        except FileNotFoundError:
+            pass
