@@ -1,0 +1,235 @@
+"""Every malformed request is refused with a status and a message that helps,
+and the server goes on serving: each case is followed by a successful job."""
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import grpc
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import bonsai
+import models
+from bonsai import safetensors_io
+from bonsai.v1 import compressor_pb2 as pb
+from expect import assert_compress_works, expect_error
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def raw_compress(c: bonsai.Client, requests) -> None:
+    """Sends the requests exactly as given; raises BonsaiError like the library."""
+    try:
+        for _ in c.stub.Compress(iter(requests), timeout=60):
+            pass
+    except grpc.RpcError as err:
+        raise bonsai.BonsaiError(err.code(), err.details() or "") from None
+    raise AssertionError("the server accepted a malformed stream")
+
+
+def spec_msg(**kw):
+    kw.setdefault("method", "magnitude")
+    kw.setdefault("sparsity", 0.5)
+    return pb.CompressRequest(spec=pb.CompressionSpec(**kw))
+
+
+def chunk_msg(data: bytes):
+    return pb.CompressRequest(model_chunk=data)
+
+
+# ---------------------------------------------------------------- protocol
+
+def test_stream_without_spec_is_invalid_argument(strict_client, mlp_safetensors):
+    expect_error(INVALID, lambda: raw_compress(strict_client, [chunk_msg(mlp_safetensors)]), "spec")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_empty_stream_is_invalid_argument(strict_client, mlp_safetensors):
+    expect_error(INVALID, lambda: raw_compress(strict_client, []), "spec")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_spec_after_data_is_invalid_argument(strict_client, mlp_safetensors):
+    requests = [chunk_msg(mlp_safetensors[:100]), spec_msg(), chunk_msg(mlp_safetensors[100:])]
+    expect_error(INVALID, lambda: raw_compress(strict_client, requests), "spec")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_second_spec_is_invalid_argument(strict_client, mlp_safetensors):
+    requests = [spec_msg(), chunk_msg(mlp_safetensors[:100]), spec_msg(), chunk_msg(mlp_safetensors[100:])]
+    expect_error(INVALID, lambda: raw_compress(strict_client, requests), "spec")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_spec_without_model_is_invalid_argument(strict_client, mlp_safetensors):
+    expect_error(INVALID, lambda: raw_compress(strict_client, [spec_msg()]), "model")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_upload_shorter_than_declared_is_invalid_argument(strict_client, mlp_safetensors):
+    requests = [spec_msg(model_size_bytes=len(mlp_safetensors) + 1000), chunk_msg(mlp_safetensors)]
+    expect_error(INVALID, lambda: raw_compress(strict_client, requests))
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_upload_longer_than_declared_is_invalid_argument(strict_client, mlp_safetensors):
+    requests = [spec_msg(model_size_bytes=100), chunk_msg(mlp_safetensors)]
+    expect_error(INVALID, lambda: raw_compress(strict_client, requests), "declared")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+# ---------------------------------------------------------------- the spec
+
+@pytest.mark.parametrize("sparsity", [-0.1, 1.0, 1.5, float("nan")])
+def test_sparsity_out_of_range_is_invalid_argument(strict_client, mlp_safetensors, sparsity):
+    expect_error(INVALID, lambda: strict_client.compress(mlp_safetensors, sparsity=sparsity), "sparsity")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_override_out_of_range_is_invalid_argument(strict_client, mlp_safetensors):
+    expect_error(INVALID, lambda: strict_client.compress(mlp_safetensors, overrides={"fc1.weight": 2.0}),
+                 "sparsity")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_unknown_method_is_invalid_argument(strict_client, mlp_safetensors):
+    expect_error(INVALID, lambda: strict_client.compress(mlp_safetensors, method="prune-it-all"), "prune-it-all")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+@pytest.mark.parametrize("field", ["include", "exclude"])
+def test_bad_regex_is_invalid_argument(strict_client, mlp_safetensors, field):
+    expect_error(INVALID, lambda: strict_client.compress(mlp_safetensors, **{field: ["fc(["]}), "fc([")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+# ---------------------------------------------------------------- limits
+
+@pytest.fixture
+def small_server(start_server):
+    return start_server(["--max_model_bytes=1048576"])
+
+
+def test_model_declared_over_max_model_bytes_is_resource_exhausted(small_server, mlp_safetensors):
+    big = safetensors_io.dumps({"w.weight": np.ones((512, 1024), np.float32)})  # 2 MiB
+    with bonsai.Client(small_server.target, timeout=60) as c:  # retries on: it must not retry this
+        expect_error(EXHAUSTED, lambda: c.compress(big), "max_model_bytes")
+        assert_compress_works(c, mlp_safetensors)
+
+
+class _Unsized(io.RawIOBase):
+    """A stream with no size and no seek, so the spec cannot declare a size."""
+
+    def __init__(self, data: bytes):
+        self._inner = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        return self._inner.readinto(buffer)
+
+
+def test_undeclared_model_over_max_model_bytes_is_resource_exhausted(small_server, mlp_safetensors):
+    big = safetensors_io.dumps({"w.weight": np.ones((512, 1024), np.float32)})
+    with bonsai.Client(small_server.target, timeout=60, retry=bonsai.NO_RETRY) as c:
+        expect_error(EXHAUSTED, lambda: c.compress(_Unsized(big)), "max_model_bytes")
+        assert_compress_works(c, mlp_safetensors)
+
+
+def test_chunk_over_max_chunk_bytes_is_invalid_argument(strict_client, mlp_safetensors):
+    limit = strict_client.capabilities().limits.max_chunk_bytes
+    requests = [spec_msg(), chunk_msg(b"\0" * (limit + 1))]
+    expect_error(INVALID, lambda: raw_compress(strict_client, requests), "chunk")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+# ---------------------------------------------------------------- not a model
+
+def _torch_save(obj, zip_format: bool) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, _use_new_zipfile_serialization=zip_format)
+    return buffer.getvalue()
+
+
+def _safetensors_with_header(header: dict, data: bytes = b"") -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def _good_safetensors() -> bytes:
+    return safetensors_io.dumps({"a.weight": np.ones((4, 4), np.float32), "b.weight": np.ones((4, 8), np.float32)})
+
+
+def _bad_models():
+    good = _good_safetensors()
+    header_len = struct.unpack_from("<Q", good)[0]
+    f32 = lambda shape, begin, end: {"dtype": "F32", "shape": shape, "data_offsets": [begin, end]}  # noqa: E731
+    cases = {
+        "random_bytes": bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)),
+        "text": b"this is a README, not a model\n" * 20,
+        "torch_save_zip": _torch_save(models.build_mlp().state_dict(), True),
+        "torch_save_legacy_pickle": _torch_save(models.build_mlp().state_dict(), False),
+        "safetensors_shorter_than_its_length_prefix": good[:5],
+        "safetensors_header_length_past_the_end": struct.pack("<Q", 1 << 40) + good[8:],
+        "safetensors_header_cut_short": good[:8 + header_len // 2],
+        "safetensors_data_cut_short": good[:-10],
+        "safetensors_header_not_json": struct.pack("<Q", 16) + b"{not json here!}" + b"\0" * 64,
+        "safetensors_offsets_past_the_data": _safetensors_with_header({"a": f32([4, 4], 0, 128)}, b"\0" * 64),
+        "safetensors_offsets_disagree_with_shape": _safetensors_with_header({"a": f32([4, 4], 0, 32)}, b"\0" * 32),
+        "safetensors_overlapping_tensors": _safetensors_with_header(
+            {"a": f32([2, 4], 0, 32), "b": f32([2, 4], 16, 48)}, b"\0" * 48),
+        "safetensors_unknown_dtype": _safetensors_with_header(
+            {"a": {"dtype": "F7", "shape": [2, 2], "data_offsets": [0, 16]}}, b"\0" * 16),
+    }
+    return cases
+
+
+BAD_MODELS = _bad_models()
+HINTS = {"torch_save_zip": "safetensors", "torch_save_legacy_pickle": "safetensors"}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODELS))
+def test_bad_model_bytes_are_invalid_argument(strict_client, mlp_safetensors, case):
+    words = (HINTS[case],) if case in HINTS else ()
+    expect_error(INVALID, lambda: strict_client.compress(BAD_MODELS[case]), *words)
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def _onnx_with_wrong_raw_data_length(onnx_bytes: bytes) -> bytes:
+    model = onnx.load_from_string(onnx_bytes)
+    init = next(i for i in model.graph.initializer if i.name == "fc1.weight")
+    init.raw_data = init.raw_data[:-12]
+    return model.SerializeToString()
+
+
+def _onnx_with_external_data(onnx_bytes: bytes) -> bytes:
+    model = onnx.load_from_string(onnx_bytes)
+    init = next(i for i in model.graph.initializer if i.name == "fc1.weight")
+    length = len(init.raw_data)
+    init.ClearField("raw_data")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", "weights.bin"), ("offset", "0"), ("length", str(length))):
+        entry = init.external_data.add()
+        entry.key, entry.value = key, value
+    return model.SerializeToString()
+
+
+def test_onnx_with_wrong_raw_data_length_is_invalid_argument(strict_client, mlp_onnx, mlp_safetensors):
+    expect_error(INVALID, lambda: strict_client.compress(_onnx_with_wrong_raw_data_length(mlp_onnx)), "fc1.weight")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_onnx_with_external_data_is_invalid_argument(strict_client, mlp_onnx, mlp_safetensors):
+    expect_error(INVALID, lambda: strict_client.compress(_onnx_with_external_data(mlp_onnx)), "external")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_truncated_onnx_is_invalid_argument(strict_client, mlp_onnx, mlp_safetensors):
+    expect_error(INVALID, lambda: strict_client.compress(mlp_onnx[: len(mlp_onnx) // 2]))
+    assert_compress_works(strict_client, mlp_safetensors)

@@ -1,0 +1,120 @@
+"""Clients that vanish mid-upload or cancel mid-job leave a healthy server
+whose memory returns to where it was."""
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+import bonsai
+from bonsai import safetensors_io
+from bonsai.v1 import compressor_pb2 as pb
+from bonsai.v1 import compressor_pb2_grpc as pb_grpc
+from expect import assert_compress_works
+
+MiB = 1 << 20
+UPLOAD_BYTES = 48 * MiB
+RSS_MARGIN = 40 * MiB
+SETTLE_SECONDS = 30
+
+
+@pytest.fixture(scope="module")
+def model_48mib():
+    rng = np.random.default_rng(5)
+    tensors = {f"layer{i}.weight": rng.standard_normal((768, 1024), dtype=np.float32) for i in range(16)}
+    data = safetensors_io.dumps(tensors)
+    assert len(data) >= 48 * MiB
+    return data
+
+
+def _rss_settles_near(server, baseline: int) -> int:
+    """Polls (bounded) until RSS is within the margin of `baseline`; returns the last value."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    rss = server.rss_bytes()
+    while rss > baseline + RSS_MARGIN and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rss = server.rss_bytes()
+    return rss
+
+
+def _baseline_after_warmup(server, client, model):
+    # One full job first, so allocator pools and gRPC buffers are as warm as
+    # they will be; what remains after that is what a leak would add to.
+    client.compress(model, method="magnitude", sparsity=0.5)
+    return _rss_settles_near(server, server.rss_bytes())
+
+
+@pytest.mark.timeout(600)
+def test_client_disconnecting_mid_upload_leaves_server_healthy_and_memory_released(server, client, model_48mib,
+                                                                                   mlp_safetensors):
+    baseline = _baseline_after_warmup(server, client, model_48mib)
+    for _ in range(3):
+        half_sent = threading.Event()
+
+        def requests():
+            yield pb.CompressRequest(spec=pb.CompressionSpec(method="magnitude", sparsity=0.5,
+                                                             model_size_bytes=len(model_48mib)))
+            for i, start in enumerate(range(0, len(model_48mib), MiB)):
+                if i == 24:
+                    half_sent.set()
+                yield pb.CompressRequest(model_chunk=model_48mib[start:start + MiB])
+
+        channel = grpc.insecure_channel(server.target)
+        call = pb_grpc.CompressorStub(channel).Compress(requests(), timeout=120)
+        assert half_sent.wait(60), "the upload never got halfway"
+        channel.close()  # the client is gone: its connection closes mid-upload
+        with pytest.raises(grpc.RpcError):
+            for _ in call:
+                pass
+    rss = _rss_settles_near(server, baseline)
+    assert rss <= baseline + RSS_MARGIN, f"RSS {rss / MiB:.0f} MiB stayed above {baseline / MiB:.0f} MiB + margin"
+    assert_compress_works(client, mlp_safetensors)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.timeout(600)
+def test_client_cancelling_mid_job_leaves_server_healthy_and_memory_released(server, client, model_48mib,
+                                                                             mlp_safetensors):
+    baseline = _baseline_after_warmup(server, client, model_48mib)
+    job_stages = (pb.STAGE_QUEUED, pb.STAGE_PARSING, pb.STAGE_COMPRESSING, pb.STAGE_SERIALIZING)
+    seen = []
+
+    def cancel_once_the_job_runs(event):
+        seen.append(event.stage)
+        if event.stage in job_stages:
+            raise _Stop()
+
+    for _ in range(3):
+        with pytest.raises(_Stop):  # the library cancels the call when the callback raises
+            client.compress(model_48mib, method="magnitude", sparsity=0.5, scope="global",
+                            progress=cancel_once_the_job_runs)
+    assert any(s in job_stages for s in seen)
+    rss = _rss_settles_near(server, baseline)
+    assert rss <= baseline + RSS_MARGIN, f"RSS {rss / MiB:.0f} MiB stayed above {baseline / MiB:.0f} MiB + margin"
+    assert_compress_works(client, mlp_safetensors)
+
+
+def test_deadline_exceeded_mid_upload_leaves_server_healthy(server, mlp_safetensors):
+    """A client whose deadline passes while it is still uploading."""
+    stalled = threading.Event()
+
+    def requests():
+        yield pb.CompressRequest(spec=pb.CompressionSpec(method="magnitude", sparsity=0.5,
+                                                         model_size_bytes=len(mlp_safetensors)))
+        yield pb.CompressRequest(model_chunk=mlp_safetensors[:100])
+        stalled.wait(10)  # never set: the deadline passes while we wait
+
+    with grpc.insecure_channel(server.target) as channel:
+        call = pb_grpc.CompressorStub(channel).Compress(requests(), timeout=1.0)
+        with pytest.raises(grpc.RpcError) as info:
+            for _ in call:
+                pass
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    with bonsai.Client(server.target, timeout=60) as c:
+        assert_compress_works(c, mlp_safetensors)
