@@ -125,7 +125,7 @@ absl::Status DecodeToFloat(DType dtype, const void* src, size_t count,
       break;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("cannot decode dtype ", DTypeName(dtype)));
+      absl::StrCat("cannot decode dtype ", std::string(DTypeName(dtype))));
 }
 
 absl::Status EncodeFromFloat(DType dtype, absl::Span<const float> src,
@@ -153,7 +153,7 @@ absl::Status EncodeFromFloat(DType dtype, absl::Span<const float> src,
       break;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("cannot encode dtype ", DTypeName(dtype)));
+      absl::StrCat("cannot encode dtype ", std::string(DTypeName(dtype))));
 }
 
 absl::Status EncodeChangedFromFloat(DType dtype, absl::Span<const float> src,

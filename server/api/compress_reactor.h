@@ -1,0 +1,93 @@
+// The Compress stream: assembles the upload (spec first, then chunks, with
+// limits), hands the job to the engine's worker pool, and streams progress,
+// the report and the output back, one write in flight at a time.
+//
+// Lifetime: the reactor is shared by gRPC (until OnDone) and by its job on a
+// worker (until the job returns), so neither can pull it from under the
+// other. Start*/Finish are never called with mu_ held, because gRPC may run
+// the next reaction inline on the calling thread.
+#ifndef BONSAI_SERVER_API_COMPRESS_REACTOR_H_
+#define BONSAI_SERVER_API_COMPRESS_REACTOR_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "bonsai/v1/compressor.grpc.pb.h"
+#include "server/api/active_calls.h"
+#include "server/api/service_context.h"
+#include "server/api/upload_buffer.h"
+#include "server/engine/cancellation.h"
+#include "server/engine/compression_job.h"
+#include "server/engine/job_plan.h"
+
+namespace bonsai::api {
+
+class CompressReactor
+    : public grpc::ServerBidiReactor<v1::CompressRequest, v1::CompressResponse>,
+      public AbortableCall,
+      public std::enable_shared_from_this<CompressReactor> {
+ public:
+  static CompressReactor* Start(const ServiceContext& context);
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+  void Abort(const absl::Status& status) override;
+
+ private:
+  explicit CompressReactor(const ServiceContext& context);
+
+  absl::Status HandleRequest();
+  absl::Status HandleSpec(const v1::CompressionSpec& spec);
+  void StartJob();
+  void RunJob();  // on a worker
+  void QueueProgress(v1::Stage stage, double fraction, std::string_view detail);
+  void CompleteJob(absl::StatusOr<engine::CompressionOutput> result);
+  void FinishWith(const absl::Status& status);
+  // Picks the next message (or the final status) and starts it, if nothing
+  // is in flight. Call without mu_ held.
+  void Pump();
+
+  using Clock = std::chrono::steady_clock;
+
+  ServiceContext context_;
+  std::shared_ptr<CompressReactor> self_;  // gRPC's reference, dropped in OnDone
+  engine::CancellationToken cancel_;
+
+  // Reading side: touched only by OnReadDone, which gRPC serialises.
+  v1::CompressRequest request_;
+  enum class Phase { kAwaitSpec, kReceiving, kJob, kEnded } phase_ = Phase::kAwaitSpec;
+  std::shared_ptr<engine::ValidatedSpec> spec_;
+  UploadBuffer model_;
+  UploadBuffer calibration_;
+  std::unique_ptr<engine::JobSlot> slot_;
+  Clock::time_point receive_start_, queued_at_;
+  Clock::time_point last_receive_progress_;
+  uint64_t sent_model_bytes_ = 0;
+
+  // Writing side.
+  absl::Mutex mu_;
+  v1::CompressResponse response_ ABSL_GUARDED_BY(mu_);
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<v1::Progress> pending_progress_ ABSL_GUARDED_BY(mu_);
+  std::optional<v1::CompressionReport> pending_report_ ABSL_GUARDED_BY(mu_);
+  std::string output_ ABSL_GUARDED_BY(mu_);
+  size_t output_offset_ ABSL_GUARDED_BY(mu_) = 0;
+  bool job_succeeded_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Status> final_status_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Status> abort_status_ ABSL_GUARDED_BY(mu_);
+  std::string method_label_ ABSL_GUARDED_BY(mu_) = "unknown";
+  std::string format_label_ ABSL_GUARDED_BY(mu_) = "unknown";
+  Clock::time_point send_start_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace bonsai::api
+
+#endif  // BONSAI_SERVER_API_COMPRESS_REACTOR_H_

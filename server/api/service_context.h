@@ -1,0 +1,20 @@
+// What every handler shares: the engine's scheduler, the limits, and the
+// registry of calls in progress.
+#ifndef BONSAI_SERVER_API_SERVICE_CONTEXT_H_
+#define BONSAI_SERVER_API_SERVICE_CONTEXT_H_
+
+#include "server/api/active_calls.h"
+#include "server/api/service_options.h"
+#include "server/engine/job_scheduler.h"
+
+namespace bonsai::api {
+
+struct ServiceContext {
+  engine::JobScheduler* scheduler = nullptr;
+  ServiceOptions options;
+  ActiveCalls* calls = nullptr;
+};
+
+}  // namespace bonsai::api
+
+#endif  // BONSAI_SERVER_API_SERVICE_CONTEXT_H_

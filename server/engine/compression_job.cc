@@ -1,0 +1,200 @@
+#include "server/engine/compression_job.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "server/engine/output_digest.h"
+#include "server/formats/model.h"
+#include "server/observability/metrics.h"
+
+namespace bonsai::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Counts work in weights visited, so the fraction moves evenly whatever the
+// mix of passes and tensor sizes.
+class WorkMeter {
+ public:
+  WorkMeter(const ProgressSink& sink, uint64_t total) : sink_(sink), total_(total) {}
+  void Advance(uint64_t weights, std::string_view detail) {
+    done_ += weights;
+    sink_(v1::STAGE_COMPRESSING, total_ ? double(done_) / total_ : 1.0, detail);
+  }
+  void Within(uint64_t weights, double fraction, std::string_view detail) {
+    sink_(v1::STAGE_COMPRESSING,
+          total_ ? (done_ + fraction * double(weights)) / total_ : 1.0, detail);
+  }
+
+ private:
+  const ProgressSink& sink_;
+  uint64_t total_;
+  uint64_t done_ = 0;
+};
+
+void FillTensorReport(const formats::TensorInfo& info, const tensor::FloatTensor& before,
+                      const tensor::FloatTensor& after, const MethodGroup& group,
+                      const methods::MethodOutcome& outcome, v1::TensorReport* report) {
+  report->set_name(info.name);
+  for (int64_t dim : info.shape) report->add_shape(dim);
+  report->set_dtype(std::string(tensor::DTypeName(info.dtype)));
+  report->set_params(info.params);
+  report->set_nonzero_before(tensor::CountNonZero(before.span()));
+  const uint64_t nonzero_after = tensor::CountNonZero(after.span());
+  report->set_nonzero_after(nonzero_after);
+  report->set_sparsity(info.params ? 1.0 - double(nonzero_after) / info.params : 0.0);
+  report->set_relative_error(tensor::RelativeFrobeniusError(before.span(), after.span()));
+  report->set_method(group.config.method);
+  report->set_rule(group.rule_name);
+  report->set_note(outcome.note);
+  if (outcome.reconstruction_error >= 0) {
+    report->set_reconstruction_error(outcome.reconstruction_error);
+  }
+  report->set_dense_bytes(info.params * tensor::DTypeSize(info.dtype));
+}
+
+absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
+                                  WorkMeter& meter, const CancellationToken& cancel) {
+  const auto& tensors = model.tensors();
+  for (MethodGroup& group : plan.groups) {
+    for (int pass = 0; pass < group.method->observation_passes(); ++pass) {
+      for (size_t index : group.tensors) {
+        if (auto s = cancel.CheckNotCancelled(); !s.ok()) return s;
+        auto values = model.Read(index);
+        if (!values.ok()) return values.status();
+        methods::WeightTensor weight{&tensors[index], &*values, plan.sparsity_of_tensor[index],
+                                     nullptr};
+        group.method->Observe(pass, weight);
+        meter.Advance(tensors[index].params, tensors[index].name);
+      }
+      group.method->EndPass(pass);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan, WorkMeter& meter,
+                          const CancellationToken& cancel, v1::CompressionReport& report) {
+  const auto& tensors = model.tensors();
+  for (size_t index = 0; index < tensors.size(); ++index) {
+    const int group_index = plan.group_of_tensor[index];
+    if (group_index < 0) continue;
+    if (auto s = cancel.CheckNotCancelled(); !s.ok()) return s;
+    MethodGroup& group = plan.groups[group_index];
+    const formats::TensorInfo& info = tensors[index];
+
+    auto values = model.Read(index);
+    if (!values.ok()) return values.status();
+    const tensor::FloatTensor before = *values;
+    methods::WeightTensor weight{&info, &*values, plan.sparsity_of_tensor[index], nullptr};
+    const methods::ProgressTick tick = [&](double fraction) {
+      meter.Within(info.params, fraction, info.name);
+      return !cancel.cancelled();
+    };
+    auto outcome = group.method->Apply(weight, tick);
+    if (!outcome.ok()) {
+      return absl::Status(outcome.status().code(),
+                          absl::StrCat(info.name, ": ", outcome.status().message()));
+    }
+    if (auto s = model.Write(index, *values, outcome->packing); !s.ok()) return s;
+    FillTensorReport(info, before, *values, group, *outcome, report.add_tensors());
+    meter.Advance(info.params, info.name);
+  }
+  return absl::OkStatus();
+}
+
+void FillTotals(const formats::Model& model, uint64_t bytes_in, const std::string& output,
+                const OutputDigest& digest, v1::CompressionReport& report) {
+  v1::Totals* totals = report.mutable_totals();
+  uint64_t params = 0;
+  for (const auto& info : model.tensors()) params += info.params;
+  uint64_t prunable = 0, nonzero = 0, dense = 0;
+  for (const auto& t : report.tensors()) {
+    prunable += t.params();
+    nonzero += t.nonzero_after();
+    dense += t.dense_bytes();
+  }
+  totals->set_params(params);
+  totals->set_params_after(params);
+  totals->set_prunable_params(prunable);
+  totals->set_nonzero_after(nonzero);
+  totals->set_sparsity(prunable ? 1.0 - double(nonzero) / prunable : 0.0);
+  totals->set_model_bytes_in(bytes_in);
+  totals->set_model_bytes_out(output.size());
+  totals->set_model_bytes_out_zstd(digest.zstd_bytes);
+  totals->set_dense_bytes(dense);
+}
+
+}  // namespace
+
+absl::StatusOr<CompressionOutput> RunCompressionJob(CompressionInput input,
+                                                    const ProgressSink& progress,
+                                                    const CancellationToken& cancel) {
+  const ValidatedSpec& spec = *input.spec;
+  CompressionOutput output;
+  v1::CompressionReport& report = output.report;
+  v1::Timings* timings = report.mutable_timings();
+  timings->set_queue_seconds(input.queue_seconds);
+  timings->set_receive_seconds(input.receive_seconds);
+  const uint64_t bytes_in = input.model_bytes.size();
+
+  auto stage_start = Clock::now();
+  progress(v1::STAGE_PARSING, 0.0, "");
+  auto model = formats::ParseModel(std::move(input.model_bytes));
+  if (!model.ok()) return model.status();
+  report.set_format(std::string(formats::FormatName((*model)->format())));
+  report.set_method(spec.proto.method());
+  auto plan = PlanCompression(spec, (*model)->tensors());
+  if (!plan.ok()) return plan.status();
+  timings->set_parse_seconds(SecondsSince(stage_start));
+  progress(v1::STAGE_PARSING, 1.0, "");
+  observability::RecordStageSeconds(observability::JobStage::kParse, timings->parse_seconds());
+
+  stage_start = Clock::now();
+  uint64_t work = 0;
+  for (const MethodGroup& group : plan->groups) {
+    for (size_t index : group.tensors) {
+      work += (*model)->tensors()[index].params * (1 + group.method->observation_passes());
+    }
+  }
+  WorkMeter meter(progress, work);
+  progress(v1::STAGE_COMPRESSING, 0.0, "");
+  if (auto s = RunObservationPasses(**model, *plan, meter, cancel); !s.ok()) return s;
+  if (auto s = ApplyMethods(**model, *plan, meter, cancel, report); !s.ok()) return s;
+  if (report.tensors_size() == 0) {
+    report.add_warnings(
+        "no tensor was selected for compression; see Inspect for tensor names and "
+        "use include patterns to select some");
+  }
+  timings->set_compress_seconds(SecondsSince(stage_start));
+  observability::RecordStageSeconds(observability::JobStage::kCompress,
+                                    timings->compress_seconds());
+
+  stage_start = Clock::now();
+  progress(v1::STAGE_SERIALIZING, 0.0, "");
+  formats::SerializeOptions options;
+  options.packed = spec.proto.output() == v1::OUTPUT_MODE_PACKED;
+  auto serialized = (*model)->Serialize(options);
+  if (!serialized.ok()) return serialized.status();
+  output.model = std::move(*serialized);
+  auto digest = DigestOutput(output.model, [&](double fraction) {
+    progress(v1::STAGE_SERIALIZING, fraction, "checksum");
+    return !cancel.cancelled();
+  });
+  if (!digest.ok()) return digest.status();
+  report.set_output_sha256(digest->sha256_hex);
+  FillTotals(**model, bytes_in, output.model, *digest, report);
+  timings->set_serialize_seconds(SecondsSince(stage_start));
+  observability::RecordStageSeconds(observability::JobStage::kSerialize,
+                                    timings->serialize_seconds());
+  timings->set_total_seconds(timings->queue_seconds() + timings->receive_seconds() +
+                             timings->parse_seconds() + timings->compress_seconds() +
+                             timings->serialize_seconds());
+  return output;
+}
+
+}  // namespace bonsai::engine

@@ -1,0 +1,49 @@
+#include "server/engine/inspect_job.h"
+
+#include "server/engine/job_plan.h"
+#include "server/formats/model.h"
+
+namespace bonsai::engine {
+
+absl::StatusOr<v1::InspectResponse> RunInspectJob(const v1::InspectSpec& spec,
+                                                  std::string model_bytes,
+                                                  const CancellationToken& cancel) {
+  auto include = CompilePatterns(spec.include(), "include");
+  if (!include.ok()) return include.status();
+  auto exclude = CompilePatterns(spec.exclude(), "exclude");
+  if (!exclude.ok()) return exclude.status();
+
+  const uint64_t total_bytes = model_bytes.size();
+  auto model = formats::ParseModel(std::move(model_bytes));
+  if (!model.ok()) return model.status();
+
+  v1::InspectResponse response;
+  response.set_format(std::string(formats::FormatName((*model)->format())));
+  response.set_total_bytes(total_bytes);
+  uint64_t total_params = 0, selected_params = 0;
+  const auto& tensors = (*model)->tensors();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (auto s = cancel.CheckNotCancelled(); !s.ok()) return s;
+    const formats::TensorInfo& info = tensors[i];
+    v1::TensorInfo* out = response.add_tensors();
+    out->set_name(info.name);
+    for (int64_t dim : info.shape) out->add_shape(dim);
+    out->set_dtype(std::string(tensor::DTypeName(info.dtype)));
+    out->set_params(info.params);
+    out->set_role(info.role);
+    const bool selected = IsSelected(info, *include, *exclude, false);
+    out->set_selected(selected);
+    if (tensor::IsFloating(info.dtype)) {
+      auto values = (*model)->Read(i);
+      if (!values.ok()) return values.status();
+      out->set_zeros(info.params - tensor::CountNonZero(values->span()));
+    }
+    total_params += info.params;
+    if (selected) selected_params += info.params;
+  }
+  response.set_total_params(total_params);
+  response.set_selected_params(selected_params);
+  return response;
+}
+
+}  // namespace bonsai::engine

@@ -1,0 +1,212 @@
+#include "server/engine/job_plan.h"
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+
+namespace bonsai::engine {
+namespace {
+
+methods::MethodConfig ToMethodConfig(const std::string& method, double sparsity,
+                                     v1::Scope scope, const v1::MethodOptions& options) {
+  methods::MethodConfig config;
+  config.method = method;
+  config.sparsity = sparsity;
+  config.scope = scope == v1::SCOPE_GLOBAL ? methods::Scope::kGlobal : methods::Scope::kLayer;
+  config.n = static_cast<int>(options.n());
+  config.m = static_cast<int>(options.m());
+  config.norm = options.norm() == v1::NORM_L1 ? methods::NormKind::kL1 : methods::NormKind::kL2;
+  config.structured_mode = options.structured_mode() == v1::STRUCTURED_MODE_PHYSICAL
+                               ? methods::StructuredMode::kPhysical
+                               : methods::StructuredMode::kMask;
+  if (options.block_size() > 0) config.block_size = static_cast<int>(options.block_size());
+  if (options.dampening() > 0) config.dampening = options.dampening();
+  config.per_channel = options.per_channel();
+  return config;
+}
+
+absl::Status CheckMethod(const methods::MethodConfig& config, absl::string_view where) {
+  auto method = methods::CreateMethod(config);
+  if (!method.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, method.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::unique_ptr<RE2>>> CompilePatterns(
+    const google::protobuf::RepeatedPtrField<std::string>& patterns, absl::string_view field) {
+  std::vector<std::unique_ptr<RE2>> compiled;
+  for (const std::string& pattern : patterns) {
+    RE2::Options options;
+    options.set_log_errors(false);
+    auto re = std::make_unique<RE2>(pattern, options);
+    if (!re->ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, " pattern '", pattern, "' does not compile: ", re->error(),
+          ". Patterns use RE2 syntax (no backreferences or lookaround)."));
+    }
+    compiled.push_back(std::move(re));
+  }
+  return compiled;
+}
+
+bool IsSelected(const formats::TensorInfo& info,
+                const std::vector<std::unique_ptr<RE2>>& include,
+                const std::vector<std::unique_ptr<RE2>>& exclude, bool include_only) {
+  if (!tensor::IsFloating(info.dtype)) return false;
+  bool selected = include_only ? false : info.selected_by_default;
+  for (const auto& re : include) {
+    if (RE2::PartialMatch(info.name, *re)) selected = true;
+  }
+  for (const auto& re : exclude) {
+    if (RE2::PartialMatch(info.name, *re)) selected = false;
+  }
+  return selected;
+}
+
+absl::StatusOr<ValidatedSpec> ValidateSpec(const v1::CompressionSpec& spec) {
+  ValidatedSpec out;
+  out.proto = spec;
+  auto include = CompilePatterns(spec.include(), "include");
+  if (!include.ok()) return include.status();
+  out.include = std::move(*include);
+  auto exclude = CompilePatterns(spec.exclude(), "exclude");
+  if (!exclude.ok()) return exclude.status();
+  out.exclude = std::move(*exclude);
+
+  if (spec.method().empty() && spec.rules().empty()) {
+    return absl::InvalidArgumentError(
+        "the spec names no method; set method (e.g. \"magnitude\") or give rules");
+  }
+  if (!spec.method().empty()) {
+    out.job_method.config =
+        ToMethodConfig(spec.method(), spec.sparsity(), spec.scope(), spec.options());
+    if (auto s = CheckMethod(out.job_method.config, ""); !s.ok()) return s;
+  }
+  for (const auto& [name, sparsity] : spec.sparsity_overrides()) {
+    if (!(sparsity >= 0.0 && sparsity < 1.0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sparsity override for '", name, "' must be in [0, 1); got ", sparsity));
+    }
+  }
+  for (int i = 0; i < spec.rules_size(); ++i) {
+    const v1::Rule& rule = spec.rules(i);
+    RuleSpec parsed;
+    parsed.name = rule.name().empty() ? absl::StrCat("rule[", i, "]") : rule.name();
+    RE2::Options options;
+    options.set_log_errors(false);
+    parsed.pattern = std::make_unique<RE2>(rule.tensor_regex(), options);
+    if (!parsed.pattern->ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          parsed.name, ": tensor_regex '", rule.tensor_regex(),
+          "' does not compile: ", parsed.pattern->error()));
+    }
+    if (rule.method() == "none") {
+      parsed.keep_dense = true;
+    } else {
+      parsed.config = ToMethodConfig(rule.method(), rule.sparsity(), rule.scope(), rule.options());
+      if (auto s = CheckMethod(parsed.config, absl::StrCat(parsed.name, ": ")); !s.ok()) return s;
+    }
+    out.rules.push_back(std::move(parsed));
+  }
+  return out;
+}
+
+absl::StatusOr<CompressionPlan> PlanCompression(
+    const ValidatedSpec& spec, const std::vector<formats::TensorInfo>& tensors) {
+  CompressionPlan plan;
+  plan.group_of_tensor.assign(tensors.size(), -1);
+  plan.sparsity_of_tensor.assign(tensors.size(), 0.0);
+
+  std::map<std::string, size_t> index_of;
+  for (size_t i = 0; i < tensors.size(); ++i) index_of[tensors[i].name] = i;
+  for (const auto& [name, sparsity] : spec.proto.sparsity_overrides()) {
+    auto it = index_of.find(name);
+    if (it == index_of.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sparsity override names tensor '", name,
+          "', which the model does not have; see Inspect for the tensor names"));
+    }
+    if (!tensor::IsFloating(tensors[it->second].dtype)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sparsity override names tensor '", name, "', which is not floating point"));
+    }
+  }
+
+  // Groups are created on first use, so their order follows the model.
+  std::map<int, int> group_of_rule;  // rule index (-1: job method) -> group
+  auto group_for = [&](int rule_index, const RuleSpec& rule) -> absl::StatusOr<int> {
+    auto it = group_of_rule.find(rule_index);
+    if (it != group_of_rule.end()) return it->second;
+    MethodGroup group;
+    group.rule_name = rule.name;
+    group.config = rule.config;
+    auto method = methods::CreateMethod(rule.config);
+    if (!method.ok()) return method.status();
+    group.method = std::move(*method);
+    plan.groups.push_back(std::move(group));
+    const int index = static_cast<int>(plan.groups.size()) - 1;
+    group_of_rule[rule_index] = index;
+    return index;
+  };
+
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const formats::TensorInfo& info = tensors[i];
+    auto override_it = spec.proto.sparsity_overrides().find(info.name);
+    const bool overridden = override_it != spec.proto.sparsity_overrides().end();
+    if (!overridden &&
+        !IsSelected(info, spec.include, spec.exclude, spec.proto.include_only())) {
+      continue;
+    }
+
+    const RuleSpec* rule = &spec.job_method;
+    int rule_index = -1;
+    if (!spec.rules.empty()) {
+      rule = nullptr;
+      for (size_t r = 0; r < spec.rules.size(); ++r) {
+        if (RE2::PartialMatch(info.name, *spec.rules[r].pattern)) {
+          rule = &spec.rules[r];
+          rule_index = static_cast<int>(r);
+          break;
+        }
+      }
+      if (rule == nullptr && overridden && !spec.proto.method().empty()) {
+        rule = &spec.job_method;
+        rule_index = -1;
+      }
+      if (rule == nullptr || rule->keep_dense) continue;
+    } else if (spec.proto.method().empty()) {
+      continue;
+    }
+
+    double sparsity = rule->config.sparsity;
+    if (overridden) {
+      // An overridden tensor gets its own group in layer scope, so it does
+      // not move the global threshold of the others.
+      sparsity = override_it->second;
+      MethodGroup group;
+      group.rule_name = rule->name;
+      group.config = rule->config;
+      group.config.sparsity = sparsity;
+      group.config.scope = methods::Scope::kLayer;
+      auto method = methods::CreateMethod(group.config);
+      if (!method.ok()) return method.status();
+      group.method = std::move(*method);
+      group.tensors.push_back(i);
+      plan.groups.push_back(std::move(group));
+      plan.group_of_tensor[i] = static_cast<int>(plan.groups.size()) - 1;
+      plan.sparsity_of_tensor[i] = sparsity;
+      continue;
+    }
+    auto group = group_for(rule_index, *rule);
+    if (!group.ok()) return group.status();
+    plan.groups[*group].tensors.push_back(i);
+    plan.group_of_tensor[i] = *group;
+    plan.sparsity_of_tensor[i] = sparsity;
+  }
+  return plan;
+}
+
+}  // namespace bonsai::engine

@@ -1,0 +1,152 @@
+// bonsai-server: flags, wiring, signals; nothing else.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "server/api/active_calls.h"
+#include "server/api/compressor_service.h"
+#include "server/engine/job_scheduler.h"
+#include "server/observability/grpc_metrics_interceptor.h"
+#include "server/observability/log.h"
+#include "server/observability/metrics.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address to serve on (port 0: any free port)");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9464",
+          "address of the Prometheus /metrics endpoint; empty to disable");
+ABSL_FLAG(int, workers, 0, "compression worker threads; 0 means one per core");
+ABSL_FLAG(int, max_queued_jobs, -1,
+          "jobs admitted beyond the running ones (uploading or waiting for a worker); "
+          "-1 means 2 per worker. Past it, calls get RESOURCE_EXHAUSTED at once");
+ABSL_FLAG(uint64_t, max_model_bytes, 4ull << 30, "largest model upload accepted, in bytes");
+ABSL_FLAG(uint64_t, max_calibration_bytes, 1ull << 30,
+          "largest calibration upload accepted, in bytes");
+ABSL_FLAG(int, shutdown_grace_seconds, 30,
+          "on SIGTERM/SIGINT, how long running jobs may take to finish before they are "
+          "cancelled with UNAVAILABLE");
+
+namespace {
+
+using bonsai::observability::LogInfo;
+
+int WorkerCount() {
+  const int flag = absl::GetFlag(FLAGS_workers);
+  if (flag > 0) return flag;
+  const unsigned cores = std::thread::hardware_concurrency();
+  return cores > 0 ? static_cast<int>(cores) : 1;
+}
+
+// Blocks SIGTERM/SIGINT in every thread (threads inherit the mask) so that
+// only WaitForSignal receives them.
+sigset_t BlockStopSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
+int WaitForSignal(const sigset_t& signals) {
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  return signal_number;
+}
+
+// Stops taking jobs, lets running ones finish within the grace period, then
+// ends the rest with UNAVAILABLE so their clients retry on another replica.
+void ShutDownGracefully(grpc::Server& server, bonsai::engine::JobScheduler& scheduler,
+                        bonsai::api::ActiveCalls& calls, int grace_seconds) {
+  server.GetHealthCheckService()->SetServingStatus(false);
+  scheduler.Close();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(grace_seconds);
+  while (calls.size() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (calls.size() > 0) {
+    LogInfo(absl::StrCat("grace period over; cancelling ", calls.size(), " call(s)"));
+    calls.AbortAll(absl::UnavailableError(
+        "the server is shutting down; retry the job on another replica"));
+  }
+  server.Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "bonsai-server: a gRPC service that prunes, sparsifies and binarizes ONNX and "
+      "safetensors models.\nUsage: bonsai-server [--listen=0.0.0.0:50051] [--workers=N] ...");
+  absl::ParseCommandLine(argc, argv);
+  const sigset_t stop_signals = BlockStopSignals();
+
+  const int workers = WorkerCount();
+  int max_queued = absl::GetFlag(FLAGS_max_queued_jobs);
+  if (max_queued < 0) max_queued = 2 * workers;
+
+  if (auto status = bonsai::observability::StartMetricsEndpoint(
+          absl::GetFlag(FLAGS_metrics_listen), workers);
+      !status.ok()) {
+    bonsai::observability::LogError(absl::StrCat("metrics endpoint: ", status.message()));
+    return 1;
+  }
+
+  bonsai::engine::JobScheduler scheduler(workers, max_queued);
+  bonsai::api::ActiveCalls calls;
+  bonsai::api::ServiceContext context;
+  context.scheduler = &scheduler;
+  context.calls = &calls;
+  context.options.max_model_bytes = absl::GetFlag(FLAGS_max_model_bytes);
+  context.options.max_calibration_bytes = absl::GetFlag(FLAGS_max_calibration_bytes);
+  bonsai::api::CompressorService service(context);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  builder.experimental().SetInterceptorCreators(bonsai::observability::MakeServerInterceptors());
+  // Chunks are limited to 4 MiB by the handler, which says so clearly; the
+  // transport allows more so that the handler gets to say it.
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  // Detect vanished peers so their jobs are cancelled and memory freed.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    bonsai::observability::LogError(
+        absl::StrCat("could not listen on ", absl::GetFlag(FLAGS_listen)));
+    return 1;
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+
+  std::string host = absl::GetFlag(FLAGS_listen);
+  host = host.substr(0, host.rfind(':'));
+  std::printf("bonsai-server ready on %s:%d (workers=%d, max_queued_jobs=%d, metrics=%s)\n",
+              host.c_str(), port, workers, max_queued,
+              absl::GetFlag(FLAGS_metrics_listen).empty()
+                  ? "off"
+                  : absl::GetFlag(FLAGS_metrics_listen).c_str());
+  std::fflush(stdout);
+
+  std::thread signal_thread([&] {
+    const int signal_number = WaitForSignal(stop_signals);
+    LogInfo(absl::StrCat("received signal ", signal_number, "; shutting down"));
+    ShutDownGracefully(*server, scheduler, calls, absl::GetFlag(FLAGS_shutdown_grace_seconds));
+  });
+  server->Wait();
+  signal_thread.join();
+  LogInfo("stopped");
+  return 0;
+}
