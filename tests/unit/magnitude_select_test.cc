@@ -1,0 +1,111 @@
+// Exact-k magnitude selection: the radix selector against a full sort.
+#include "server/tensor/magnitude_select.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+namespace bonsai::tensor {
+namespace {
+
+std::vector<float> RandomWeights(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> values(n);
+  for (float& v : values) v = normal(rng);
+  return values;
+}
+
+// The reference: sort indices by (|w|, index) and zero the first k.
+std::vector<float> PruneBySorting(std::vector<float> values, uint64_t k) {
+  std::vector<size_t> order(values.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::fabs(values[a]) < std::fabs(values[b]);
+  });
+  for (uint64_t i = 0; i < k; ++i) values[order[i]] = 0.0f;
+  return values;
+}
+
+uint64_t Zeros(const std::vector<float>& values) {
+  return std::count(values.begin(), values.end(), 0.0f);
+}
+
+TEST(MagnitudeSelect, PruneCountRoundsHalfToEvenLikePython) {
+  EXPECT_EQ(PruneCount(0.5, 5), 2u);   // round(2.5) == 2
+  EXPECT_EQ(PruneCount(0.5, 7), 4u);   // round(3.5) == 4
+  EXPECT_EQ(PruneCount(0.3, 10), 3u);
+  EXPECT_EQ(PruneCount(0.0, 10), 0u);
+  EXPECT_EQ(PruneCount(0.999, 10), 10u);
+}
+
+TEST(MagnitudeSelect, MatchesFullSortOnRandomData) {
+  for (uint32_t seed = 0; seed < 5; ++seed) {
+    for (double sparsity : {0.1, 0.5, 0.77, 0.9}) {
+      auto values = RandomWeights(10007, seed);
+      const uint64_t k = PruneCount(sparsity, values.size());
+      auto expected = PruneBySorting(values, k);
+      PruneSmallestMagnitudes(absl::MakeSpan(values), k);
+      EXPECT_EQ(values, expected) << "seed " << seed << " sparsity " << sparsity;
+      EXPECT_EQ(Zeros(values), k);
+    }
+  }
+}
+
+TEST(MagnitudeSelect, TiesArePrunedInIndexOrder) {
+  std::vector<float> values = {0.5f, -1.0f, 1.0f, 0.5f, -0.5f, 2.0f};
+  PruneSmallestMagnitudes(absl::MakeSpan(values), 2);
+  EXPECT_EQ(values, (std::vector<float>{0.0f, -1.0f, 1.0f, 0.0f, -0.5f, 2.0f}));
+}
+
+TEST(MagnitudeSelect, ExistingZerosCountTowardsTheTarget) {
+  std::vector<float> values = {0.0f, 3.0f, 0.0f, 1.0f, 2.0f, -0.0f};
+  PruneSmallestMagnitudes(absl::MakeSpan(values), 4);
+  EXPECT_EQ(Zeros(values), 4u);
+  EXPECT_EQ(values[4], 2.0f);
+  EXPECT_EQ(values[1], 3.0f);
+}
+
+TEST(MagnitudeSelect, AllEqualValuesGiveExactlyK) {
+  std::vector<float> values(1000, 0.25f);
+  PruneSmallestMagnitudes(absl::MakeSpan(values), 333);
+  EXPECT_EQ(Zeros(values), 333u);
+  EXPECT_EQ(values[332], 0.0f);
+  EXPECT_EQ(values[333], 0.25f);
+}
+
+TEST(MagnitudeSelect, GlobalSelectionOverSpansMatchesSortOfTheConcatenation) {
+  auto a = RandomWeights(3001, 11), b = RandomWeights(5003, 12), c = RandomWeights(17, 13);
+  std::vector<float> all;
+  for (auto* part : {&a, &b, &c}) all.insert(all.end(), part->begin(), part->end());
+  const uint64_t k = PruneCount(0.6, all.size());
+  const auto expected = PruneBySorting(all, k);
+
+  MagnitudeSelector selector(k);
+  for (auto* part : {&a, &b, &c}) selector.ObserveCoarse(*part);
+  selector.FinishCoarsePass();
+  for (auto* part : {&a, &b, &c}) selector.ObserveFine(*part);
+  MagnitudeMasker masker(selector.FinishFinePass());
+  std::vector<float> got;
+  for (auto* part : {&a, &b, &c}) {
+    masker.Apply(absl::MakeSpan(*part));
+    got.insert(got.end(), part->begin(), part->end());
+  }
+  EXPECT_EQ(got, expected);
+}
+
+TEST(MagnitudeSelect, KOfZeroOrAllIsHandled) {
+  auto values = RandomWeights(100, 3);
+  auto copy = values;
+  PruneSmallestMagnitudes(absl::MakeSpan(values), 0);
+  EXPECT_EQ(values, copy);
+  PruneSmallestMagnitudes(absl::MakeSpan(values), 100);
+  EXPECT_EQ(Zeros(values), 100u);
+}
+
+}  // namespace
+}  // namespace bonsai::tensor
