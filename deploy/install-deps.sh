@@ -22,6 +22,10 @@ PYTHON_PACKAGES=(
 )
 TEST_PACKAGES=(
   zstd procps nodejs
+  # metrics, dashboard and Helm chart proofs: a real Prometheus and promtool,
+  # Go + sprig for the chart renderer, Kubernetes' API types, JSON Schema
+  prometheus golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
+  python3-kubernetes python3-jsonschema python3-yaml
 )
 
 wanted=("${BUILD_PACKAGES[@]}")
