@@ -1,0 +1,182 @@
+#include "server/formats/onnx_model.h"
+
+#include <climits>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "server/formats/onnx_sparse.h"
+#include "server/formats/onnx_tensor_data.h"
+
+namespace bonsai::formats {
+namespace {
+
+// sparse_initializer exists from IR version 6 (ONNX 1.6) on.
+constexpr int64_t kSparseInitializerIrVersion = 6;
+
+uint64_t DenseBytes(const TensorInfo& info, const onnx::TensorProto& proto) {
+  const size_t width = tensor::DTypeSize(info.dtype);
+  return width > 0 ? info.params * width : proto.raw_data().size();
+}
+
+// Drops the initializers in `removed` from `graph`, keeping the others'
+// order.
+void RemoveInitializers(onnx::GraphProto& graph,
+                        const absl::flat_hash_set<const onnx::TensorProto*>& removed) {
+  auto* initializers = graph.mutable_initializer();
+  int kept = 0;
+  for (int i = 0; i < initializers->size(); ++i) {
+    if (removed.contains(&initializers->Get(i))) continue;
+    if (i != kept) initializers->SwapElements(i, kept);
+    ++kept;
+  }
+  initializers->DeleteSubrange(kept, initializers->size() - kept);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<onnx::ModelProto>> ParseOnnxProto(std::string_view bytes) {
+  if (bytes.size() > static_cast<size_t>(INT_MAX)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the ONNX model is ", bytes.size(), " bytes, above protobuf's 2 GiB message limit; "
+        "upload the weights as safetensors (safetensors.torch.save_file) instead"));
+  }
+  google::protobuf::io::ArrayInputStream stream(bytes.data(), static_cast<int>(bytes.size()));
+  google::protobuf::io::CodedInputStream coded(&stream);
+  coded.SetTotalBytesLimit(INT_MAX);
+  auto proto = std::make_unique<onnx::ModelProto>();
+  if (!proto->ParseFromCodedStream(&coded) || !coded.ConsumedEntireMessage()) {
+    return absl::InvalidArgumentError("the bytes are not a valid ONNX ModelProto");
+  }
+  if (!proto->has_graph()) {
+    return absl::InvalidArgumentError("the ONNX ModelProto has no graph");
+  }
+  return proto;
+}
+
+absl::StatusOr<std::string> SerializeOnnxDeterministic(const onnx::ModelProto& proto) {
+  const size_t size = proto.ByteSizeLong();
+  if (size > static_cast<size_t>(INT_MAX)) {
+    return absl::InvalidArgumentError(
+        "the ONNX model would exceed protobuf's 2 GiB message limit; use safetensors");
+  }
+  std::string out;
+  out.reserve(size);
+  {
+    google::protobuf::io::StringOutputStream stream(&out);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    proto.SerializeWithCachedSizes(&coded);
+    if (coded.HadError()) return absl::InternalError("serializing the ONNX model failed");
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<OnnxModel>> OnnxModel::Create(
+    std::unique_ptr<onnx::ModelProto> proto) {
+  std::unique_ptr<OnnxModel> model(new OnnxModel(std::move(proto)));
+  if (auto status = model->Reindex(); !status.ok()) return status;
+  return model;
+}
+
+absl::Status OnnxModel::Reindex() {
+  refs_ = CollectOnnxTensors(*proto_->mutable_graph());
+  const OnnxUses uses = CollectOnnxUses(proto_->graph());
+  infos_.clear();
+  infos_.reserve(refs_.size());
+  for (const OnnxTensorRef& ref : refs_) {
+    TensorInfo info;
+    info.name = ref.name;
+    if (auto status = CheckOnnxTensorStorage(*ref.proto, ref.name, &info.params); !status.ok()) {
+      return status;
+    }
+    info.shape.assign(ref.proto->dims().begin(), ref.proto->dims().end());
+    info.dtype = DTypeFromOnnx(ref.proto->data_type());
+    ClassifyOnnxTensor(uses, info);
+    infos_.push_back(std::move(info));
+  }
+  hints_.assign(infos_.size(), PackingHint{});
+  return absl::OkStatus();
+}
+
+absl::Status OnnxModel::CheckUsable(size_t index) const {
+  if (consumed_) return absl::FailedPreconditionError("the model was already serialized");
+  if (index >= infos_.size()) {
+    return absl::OutOfRangeError(absl::StrCat("tensor index ", index, " is out of range (",
+                                              infos_.size(), " tensors)"));
+  }
+  if (!tensor::IsFloating(infos_[index].dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor \"", infos_[index].name,
+        "\" is not FLOAT, FLOAT16, BFLOAT16 or DOUBLE and cannot be compressed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<tensor::FloatTensor> OnnxModel::Read(size_t index) const {
+  if (auto status = CheckUsable(index); !status.ok()) return status;
+  tensor::FloatTensor out;
+  out.shape = infos_[index].shape;
+  out.values.resize(infos_[index].params);  // checked against the stored data
+  if (auto status = ReadOnnxTensor(*refs_[index].proto, out.span()); !status.ok()) return status;
+  return out;
+}
+
+absl::Status OnnxModel::Write(size_t index, const tensor::FloatTensor& values,
+                              const PackingHint& packing) {
+  if (auto status = CheckUsable(index); !status.ok()) return status;
+  if (values.shape != infos_[index].shape || values.size() != infos_[index].params) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Write to tensor \"", infos_[index].name, "\" must keep its shape and element count"));
+  }
+  hints_[index] = packing;
+  return WriteOnnxTensor(*refs_[index].proto, values.span());
+}
+
+absl::StatusOr<std::string> OnnxModel::Serialize(const SerializeOptions& options) {
+  if (consumed_) return absl::FailedPreconditionError("the model was already serialized");
+  consumed_ = true;
+  stored_.clear();
+  for (size_t i = 0; i < infos_.size(); ++i) {
+    const uint64_t dense = DenseBytes(infos_[i], *refs_[i].proto);
+    stored_.push_back({dense, dense});
+  }
+  if (options.packed) {
+    // Both unstructured and N:M zeros are stored as sparse initializers;
+    // binary and ternary weights have no zeros to gain from.
+    absl::flat_hash_map<onnx::GraphProto*, absl::flat_hash_set<const onnx::TensorProto*>> removed;
+    for (size_t i = 0; i < refs_.size(); ++i) {
+      const Packing packing = hints_[i].packing;
+      if (!refs_[i].is_initializer || !tensor::IsFloating(infos_[i].dtype) ||
+          (packing != Packing::kSparseBitmask && packing != Packing::kNM)) {
+        continue;
+      }
+      auto sparse = SparsifyOnnxTensor(*refs_[i].proto, infos_[i].params);
+      if (!sparse) continue;
+      stored_[i].stored_bytes = sparse->values().raw_data().size() + sparse->indices().raw_data().size();
+      *refs_[i].graph->add_sparse_initializer() = *std::move(sparse);
+      removed[refs_[i].graph].insert(refs_[i].proto);
+    }
+    for (auto& [graph, tensors] : removed) RemoveInitializers(*graph, tensors);
+    if (!removed.empty() && proto_->ir_version() < kSparseInitializerIrVersion) {
+      proto_->set_ir_version(kSparseInitializerIrVersion);
+    }
+    refs_.clear();  // pointers into removed initializers are gone
+  }
+  auto out = SerializeOnnxDeterministic(*proto_);
+  proto_.reset();  // the proto is the model's only copy of the weights
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> ParseOnnx(std::string bytes) {
+  auto proto = ParseOnnxProto(bytes);
+  if (!proto.ok()) return proto.status();
+  std::string().swap(bytes);  // the proto holds its own copy of every tensor
+  auto model = OnnxModel::Create(*std::move(proto));
+  if (!model.ok()) return model.status();
+  return std::unique_ptr<Model>(*std::move(model));
+}
+
+}  // namespace bonsai::formats
