@@ -1,11 +1,18 @@
 // The catalogue of methods: how each is built from a config and how
 // GetCapabilities describes it. Adding a method means one entry here.
+#include <cmath>
 #include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/methods/binarize.h"
 #include "server/methods/magnitude.h"
 #include "server/methods/method.h"
+#include "server/methods/nm.h"
+#include "server/methods/sparsegpt.h"
+#include "server/methods/structured.h"
+#include "server/methods/ternarize.h"
+#include "server/methods/wanda.h"
 
 namespace bonsai::methods {
 namespace {
@@ -17,8 +24,20 @@ struct Entry {
   Factory factory;
 };
 
+// N:M groups are at most 32 wide: hardware patterns are 2:4 and 4:8, and
+// the group selection is quadratic in m.
+constexpr int kMaxGroup = 32;
+
 ParameterDescription SparsityParameter() {
   return {"sparsity", "double", "0", "fraction of weights set to zero, in [0, 1)"};
+}
+ParameterDescription NParameter(const char* use) {
+  return {"options.n", "uint32", "0", absl::StrCat("N:M pattern: keep n of every m", use)};
+}
+ParameterDescription MParameter() {
+  return {"options.m", "uint32", "0",
+          "N:M group size along the reduction axis (Conv: input channels at one kernel "
+          "position); at most 32"};
 }
 
 absl::Status CheckSparsity(const MethodConfig& config) {
@@ -30,6 +49,57 @@ absl::Status CheckSparsity(const MethodConfig& config) {
   return absl::OkStatus();
 }
 
+absl::Status CheckNM(const MethodConfig& config) {
+  if (!(config.n > 0 && config.n < config.m && config.m <= kMaxGroup)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config.method, " needs 0 < n < m <= ", kMaxGroup, "; got n=", config.n,
+        " m=", config.m, ". Ask for e.g. n=2 m=4 (2:4 sparsity)."));
+  }
+  return absl::OkStatus();
+}
+
+// Wanda and SparseGPT: unstructured with a sparsity, or N:M when n and m
+// are both set (then the pattern fixes the sparsity).
+absl::Status CheckSparsityOrNM(const MethodConfig& config) {
+  if (config.n == 0 && config.m == 0) return CheckSparsity(config);
+  return CheckNM(config);
+}
+
+template <typename M>
+Factory Build(std::function<absl::Status(const MethodConfig&)> check) {
+  return [check](const MethodConfig& config) -> absl::StatusOr<std::unique_ptr<Method>> {
+    if (check) {
+      if (auto s = check(config); !s.ok()) return s;
+    }
+    if constexpr (std::is_constructible_v<M, const MethodConfig&>) {
+      return std::make_unique<M>(config);
+    } else {
+      return std::make_unique<M>();
+    }
+  };
+}
+
+absl::Status CheckSparseGpt(const MethodConfig& config) {
+  if (auto s = CheckSparsityOrNM(config); !s.ok()) return s;
+  if (config.block_size < 0 || config.block_size > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sparsegpt block_size must be in [1, 4096] (0 means ", kSparseGptDefaultBlock,
+        "); got ", config.block_size));
+  }
+  if (!(std::isfinite(config.dampening) && config.dampening >= 0.0 && config.dampening <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sparsegpt dampening must be in [0, 1] as a fraction of the mean Hessian diagonal "
+        "(0 means ", kSparseGptDefaultDampening, "); got ", config.dampening,
+        ". Raise it (e.g. 0.1) if the Hessian is not positive definite."));
+  }
+  return absl::OkStatus();
+}
+
+const std::vector<std::string>& AllFormats() {
+  static const auto* formats = new std::vector<std::string>{"onnx", "safetensors"};
+  return *formats;
+}
+
 const std::vector<Entry>& Entries() {
   static const auto* entries = new std::vector<Entry>{
       {{"magnitude",
@@ -38,11 +108,61 @@ const std::vector<Entry>& Entries() {
         {SparsityParameter(),
          {"scope", "Scope", "SCOPE_LAYER", "layer: each tensor to the target; global: one threshold"}},
         false,
-        {"onnx", "safetensors"}},
-       [](const MethodConfig& config) -> absl::StatusOr<std::unique_ptr<Method>> {
-         if (auto s = CheckSparsity(config); !s.ok()) return s;
-         return std::make_unique<MagnitudeMethod>(config);
-       }},
+        AllFormats()},
+       Build<MagnitudeMethod>(CheckSparsity)},
+      {{"nm",
+        "N:M semi-structured sparsity: in every group of m consecutive weights along the "
+        "reduction axis keep the n largest |w| (ties: lower index). Conv groups are input "
+        "channels at one kernel position; a channel tail that does not fill a group stays "
+        "dense. Sparsity is n/m's, the sparsity field is ignored.",
+        {NParameter(", 0 < n < m"), MParameter()},
+        false,
+        AllFormats()},
+       Build<NMMethod>(CheckNM)},
+      {{"structured",
+        "Zero whole output channels with the smallest L1 or L2 norm: round(sparsity x "
+        "channels) of them, ties by lower index, at least one channel kept. Mode physical "
+        "(ONNX) also removes them from the graph.",
+        {{"sparsity", "double", "0", "fraction of output channels removed, in [0, 1)"},
+         {"options.norm", "Norm", "NORM_L2", "channel norm that ranks channels"},
+         {"options.structured_mode", "StructuredMode", "STRUCTURED_MODE_MASK",
+          "mask: zero in place; physical: delete from the ONNX graph"}},
+        false,
+        AllFormats()},
+       Build<StructuredMethod>(CheckSparsity)},
+      {{"wanda",
+        "Wanda (Sun et al. 2023): score |W_ij| * ||X_j||_2 from calibration inputs, prune "
+        "the lowest scores of each output row (or keep n of m with options n, m). Needs "
+        "calibration data; reports the reconstruction error on it.",
+        {SparsityParameter(), NParameter(" (optional; instead of sparsity)"), MParameter()},
+        true,
+        AllFormats()},
+       Build<WandaMethod>(CheckSparsityOrNM)},
+      {{"sparsegpt",
+        "SparseGPT (Frantar & Alistarh 2023): one-shot pruning with optimal brain surgeon "
+        "updates of the remaining weights from the calibration Hessian, in column blocks. "
+        "Unstructured or N:M. Needs calibration data; reports the reconstruction error.",
+        {SparsityParameter(), NParameter(" (optional; instead of sparsity)"), MParameter(),
+         {"options.block_size", "uint32", "128", "columns per lazy-update block"},
+         {"options.dampening", "float", "0.01",
+          "added to the Hessian diagonal, as a fraction of its mean"}},
+        true,
+        AllFormats()},
+       Build<SparseGptMethod>(CheckSparseGpt)},
+      {{"binarize",
+        "Binarization (BinaryConnect / XNOR-Net): W' = alpha * sign(W), alpha = mean|W| "
+        "of each output channel, sign(0) = +1. Packs into one bit per weight.",
+        {},
+        false,
+        AllFormats()},
+       Build<BinarizeMethod>(nullptr)},
+      {{"ternarize",
+        "Ternarization (BitNet b1.58 absmean): W' = gamma * RoundClip(W / (gamma + 1e-5), "
+        "-1, 1), gamma = mean|W| of the tensor or of each output channel.",
+        {{"options.per_channel", "bool", "false", "one scale per output channel"}},
+        false,
+        AllFormats()},
+       Build<TernarizeMethod>(nullptr)},
   };
   return *entries;
 }

@@ -1,0 +1,47 @@
+// SparseGPT (Frantar & Alistarh 2023, "SparseGPT: Massive Language Models
+// Can Be Accurately Pruned in One-Shot", Algorithm 1). Columns are pruned
+// left to right in blocks; inside a block each pruned weight's error is
+// spread over the not-yet-visited weights of its row by an optimal brain
+// surgeon update read from the upper Cholesky factor U of the inverse of
+// H = X^T X / n + lambda I; the block's accumulated error reaches the columns
+// right of it in one lazy GEMM.
+//
+// Departures from the reference implementation, all deliberate:
+//   - the unstructured mask of a block prunes exactly its share of
+//     round(sparsity * size) (ties: lower flat index first), where the
+//     reference's `<= threshold` prunes one more plus ties;
+//   - N:M keeps the n best of m (ties: lower index), and a Conv weight is
+//     processed in (kernel position, input channel) column order so its
+//     groups are input channels at one kernel position, as in nm.h;
+//   - the reconstruction error is reported exactly (see sparsegpt.cc).
+//
+// Memory: the weight (worked on in place when its columns are evenly
+// spaced, as for Linear, Gemm, MatMul and unpermuted Conv weights, else in
+// one scratch copy), the Hessian, a few block-sized buffers and one bit per
+// weight for the mask. If the job is cancelled the tensor is left in an
+// intermediate state; the engine discards it.
+#ifndef BONSAI_SERVER_METHODS_SPARSEGPT_H_
+#define BONSAI_SERVER_METHODS_SPARSEGPT_H_
+
+#include "server/methods/method.h"
+
+namespace bonsai::methods {
+
+inline constexpr int kSparseGptDefaultBlock = 128;
+inline constexpr double kSparseGptDefaultDampening = 0.01;
+
+class SparseGptMethod : public Method {
+ public:
+  explicit SparseGptMethod(const MethodConfig& config);
+  absl::StatusOr<MethodOutcome> Apply(const WeightTensor& weight,
+                                      const ProgressTick& tick) override;
+
+ private:
+  int n_, m_;  // both 0 for unstructured
+  int block_size_;
+  double dampening_;
+};
+
+}  // namespace bonsai::methods
+
+#endif  // BONSAI_SERVER_METHODS_SPARSEGPT_H_

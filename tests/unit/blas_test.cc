@@ -1,0 +1,97 @@
+#include "server/tensor/blas.h"
+
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace bonsai::tensor {
+namespace {
+
+std::vector<float> Random(size_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist;
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(gen);
+  return v;
+}
+
+TEST(BlasTest, GemmWithTransposesMatchesTheDefinition) {
+  const std::vector<float> a = Random(3 * 4, 1), b = Random(5 * 4, 2);  // a 3x4, b 5x4
+  std::vector<float> c(3 * 5, 1.0f);  // c (3x5) = 2 a (3x4) b^T (4x5) + 0.5 c
+  ASSERT_TRUE(Gemm(2.0f, MatrixOf(absl::MakeConstSpan(a), 3, 4), Transpose::kNo,
+                   MatrixOf(absl::MakeConstSpan(b), 5, 4), Transpose::kYes, 0.5f,
+                   MatrixOf(absl::MakeSpan(c), 3, 5))
+                  .ok());
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 5; ++j) {
+      double s = 0;
+      for (int k = 0; k < 4; ++k) s += a[i * 4 + k] * b[j * 4 + k];
+      EXPECT_NEAR(c[i * 5 + j], 2 * s + 0.5, 1e-5);
+    }
+}
+
+TEST(BlasTest, GemmRefusesShapesThatDoNotAgree) {
+  std::vector<float> a(6), b(6), c(4);
+  const absl::Status s = Gemm(1, MatrixOf(absl::MakeConstSpan(a), 2, 3), Transpose::kNo,
+                              MatrixOf(absl::MakeConstSpan(b), 2, 3), Transpose::kNo, 0,
+                              MatrixOf(absl::MakeSpan(c), 2, 2));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BlasTest, GramUpdateFillsBothTriangles) {
+  const std::vector<float> x = Random(7 * 3, 3);
+  std::vector<float> g(9, 0.0f);
+  ASSERT_TRUE(GramUpdate(1.0f, MatrixOf(absl::MakeConstSpan(x), 7, 3), 0.0f,
+                         MatrixOf(absl::MakeSpan(g), 3, 3))
+                  .ok());
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      double s = 0;
+      for (int r = 0; r < 7; ++r) s += x[r * 3 + i] * x[r * 3 + j];
+      EXPECT_NEAR(g[i * 3 + j], s, 1e-4);
+    }
+}
+
+TEST(BlasTest, InverseUpperCholeskyGivesUpperUWithUTransposeUTheInverse) {
+  const int n = 6;
+  const std::vector<float> x = Random(20 * n, 4);
+  std::vector<float> h(n * n, 0.0f);
+  ASSERT_TRUE(GramUpdate(1.0f, MatrixOf(absl::MakeConstSpan(x), 20, n), 0.0f,
+                         MatrixOf(absl::MakeSpan(h), n, n))
+                  .ok());
+  std::vector<float> u = h;
+  ASSERT_TRUE(InverseUpperCholesky(MatrixOf(absl::MakeSpan(u), n, n)).ok());
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < i; ++j) EXPECT_EQ(u[i * n + j], 0.0f);
+  // H * (U^T U) = I
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) {
+      double s = 0;
+      for (int k = 0; k < n; ++k) {
+        double inv_kj = 0;
+        for (int l = 0; l < n; ++l) inv_kj += u[l * n + k] * u[l * n + j];
+        s += h[i * n + k] * inv_kj;
+      }
+      EXPECT_NEAR(s, i == j ? 1.0 : 0.0, 1e-3);
+    }
+}
+
+TEST(BlasTest, NotPositiveDefiniteIsFailedPreconditionSuggestingDampening) {
+  std::vector<float> h = {1, 2, 2, 1};
+  const absl::Status s = InverseUpperCholesky(MatrixOf(absl::MakeSpan(h), 2, 2));
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("raise dampening"), absl::string_view::npos);
+}
+
+TEST(BlasTest, MultiplyByUpperRightIgnoresTheLowerTriangle) {
+  std::vector<float> u = {1, 2, 99, 3};  // 99 is below the diagonal
+  std::vector<float> b = {1, 1, 2, 0};
+  ASSERT_TRUE(MultiplyByUpperRight(MatrixOf(absl::MakeConstSpan(u), 2, 2),
+                                   MatrixOf(absl::MakeSpan(b), 2, 2))
+                  .ok());
+  EXPECT_EQ(b, (std::vector<float>{1, 5, 2, 4}));
+}
+
+}  // namespace
+}  // namespace bonsai::tensor
