@@ -1,0 +1,218 @@
+#include "server/engine/calibration.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "server/formats/safetensors_header.h"
+#include "server/tensor/blas.h"
+#include "server/tensor/dtype.h"
+
+namespace bonsai::engine {
+namespace {
+
+constexpr absl::string_view kGramSuffix = ".gram";
+constexpr absl::string_view kSamplesSuffix = ".samples";
+// Activations are decoded a slice of rows at a time, so a large activation
+// tensor never exists in float32 next to its bytes all at once.
+constexpr int64_t kRowsPerSlice = 4096;
+
+absl::Status Invalid(absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("calibration file: ", what));
+}
+
+bool StripSuffix(absl::string_view name, absl::string_view suffix, std::string* base) {
+  if (!absl::EndsWith(name, suffix) || name.size() == suffix.size()) return false;
+  *base = std::string(name.substr(0, name.size() - suffix.size()));
+  return true;
+}
+
+// What the file says about one weight, before it becomes CalibrationStats.
+struct Accumulated {
+  methods::CalibrationStats stats;  // gram summed over the entries seen
+  std::optional<uint64_t> gram_samples;  // from W.samples
+  uint64_t activation_rows = 0;
+  bool has_data = false;
+};
+
+absl::Status StartGram(const std::string& weight, const std::string& entry, int64_t dim,
+                       Accumulated& acc) {
+  if (!acc.has_data) {
+    acc.stats.dim = dim;
+    acc.stats.gram.assign(static_cast<size_t>(dim) * dim, 0.0f);
+    acc.has_data = true;
+  } else if (acc.stats.dim != dim) {
+    return Invalid(absl::StrCat("'", entry, "' has dimension ", dim, " but other data for '",
+                                weight, "' has dimension ", acc.stats.dim));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckFloat(const formats::SafetensorsEntry& entry) {
+  if (tensor::IsFloating(entry.dtype)) return absl::OkStatus();
+  return Invalid(absl::StrCat("'", entry.name, "' has dtype ", entry.dtype_name,
+                              "; calibration data must be F32, F16, BF16 or F64"));
+}
+
+absl::Status AddActivations(const formats::SafetensorsEntry& entry, std::string_view data,
+                            Accumulated& acc) {
+  if (entry.shape.size() != 2) {
+    return Invalid(absl::StrCat("activations '", entry.name, "' have rank ", entry.shape.size(),
+                                "; send them as [n, d_in] (flatten batch and sequence axes)"));
+  }
+  if (auto s = CheckFloat(entry); !s.ok()) return s;
+  const int64_t n = entry.shape[0], d = entry.shape[1];
+  if (auto s = StartGram(entry.name, entry.name, d, acc); !s.ok()) return s;
+  const char* src = data.data() + entry.begin;
+  std::vector<float> slice;
+  for (int64_t first = 0; first < n; first += kRowsPerSlice) {
+    const int64_t rows = std::min(kRowsPerSlice, n - first);
+    slice.resize(static_cast<size_t>(rows) * d);
+    const size_t offset = static_cast<size_t>(first) * d * entry.element_size;
+    if (auto s = tensor::DecodeToFloat(entry.dtype, src + offset, slice.size(),
+                                       absl::MakeSpan(slice));
+        !s.ok()) {
+      return s;
+    }
+    if (auto s = tensor::GramUpdate(
+            1.0f, tensor::MatrixOf(absl::MakeConstSpan(slice), rows, d), 1.0f,
+            tensor::MatrixOf(absl::MakeSpan(acc.stats.gram), d, d));
+        !s.ok()) {
+      return s;
+    }
+  }
+  acc.activation_rows += static_cast<uint64_t>(n);
+  return absl::OkStatus();
+}
+
+absl::Status AddGram(const std::string& weight, const formats::SafetensorsEntry& entry,
+                     std::string_view data, Accumulated& acc) {
+  if (entry.shape.size() != 2 || entry.shape[0] != entry.shape[1]) {
+    std::string shape;
+    for (int64_t dim : entry.shape) absl::StrAppend(&shape, shape.empty() ? "" : ", ", dim);
+    return Invalid(absl::StrCat("Gram matrix '", entry.name, "' has shape [", shape,
+                                "]; it must be square, [d_in, d_in]"));
+  }
+  if (auto s = CheckFloat(entry); !s.ok()) return s;
+  const int64_t d = entry.shape[0];
+  if (auto s = StartGram(weight, entry.name, d, acc); !s.ok()) return s;
+  std::vector<float> gram(static_cast<size_t>(d) * d);
+  if (auto s = tensor::DecodeToFloat(entry.dtype, data.data() + entry.begin, gram.size(),
+                                     absl::MakeSpan(gram));
+      !s.ok()) {
+    return s;
+  }
+  for (size_t i = 0; i < gram.size(); ++i) acc.stats.gram[i] += gram[i];
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> ReadSamples(const formats::SafetensorsEntry& entry,
+                                     std::string_view data) {
+  if (entry.count != 1) {
+    return Invalid(absl::StrCat("'", entry.name, "' must hold one number (the sample count); it holds ",
+                                entry.count));
+  }
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(data.data() + entry.begin);
+  double value = 0.0;
+  if (entry.dtype_name == "I64") {
+    uint64_t bits = 0;
+    for (int i = 7; i >= 0; --i) bits = (bits << 8) | p[i];
+    const int64_t v = static_cast<int64_t>(bits);
+    if (v < 0) return Invalid(absl::StrCat("'", entry.name, "' is negative (", v, ")"));
+    return static_cast<uint64_t>(v);
+  }
+  if (entry.dtype_name == "F64" || entry.dtype_name == "F32") {
+    float f = 0.0f;
+    if (auto s = tensor::DecodeToFloat(entry.dtype, p, 1, absl::MakeSpan(&f, 1)); !s.ok()) return s;
+    if (entry.dtype_name == "F64") {
+      std::memcpy(&value, p, sizeof value);  // keep integers above 2^24 exact
+    } else {
+      value = f;
+    }
+    if (!(value >= 0.0 && value == std::floor(value) && value < 1.8e19)) {
+      return Invalid(absl::StrCat("'", entry.name, "' must be a non-negative integer; got ", value));
+    }
+    return static_cast<uint64_t>(value);
+  }
+  return Invalid(absl::StrCat("'", entry.name, "' has dtype ", entry.dtype_name,
+                              "; send the sample count as I64, F64 or F32"));
+}
+
+}  // namespace
+
+const methods::CalibrationStats* CalibrationSet::Find(std::string_view weight_name) const {
+  auto it = stats_.find(absl::string_view(weight_name.data(), weight_name.size()));
+  return it == stats_.end() ? nullptr : &it->second;
+}
+
+std::vector<std::string> CalibrationSet::WeightNames() const {
+  std::vector<std::string> names;
+  for (const auto& [name, stats] : stats_) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+absl::StatusOr<CalibrationSet> ParseCalibration(std::string bytes) {
+  CalibrationSet set;
+  if (bytes.empty()) return set;
+  if (!formats::LooksLikeSafetensors(bytes)) {
+    return Invalid("not a safetensors file; write the layer inputs or Gram matrices with "
+                   "safetensors (see bonsai.calibration.write_calibration)");
+  }
+  absl::StatusOr<formats::SafetensorsHeader> header = formats::ParseSafetensorsHeader(bytes);
+  if (!header.ok()) return Invalid(header.status().message());
+  const std::string_view data = std::string_view(bytes).substr(header->data_start);
+
+  absl::flat_hash_map<std::string, Accumulated> weights;
+  for (const formats::SafetensorsEntry& entry : header->entries) {
+    std::string weight;
+    absl::Status status;
+    if (StripSuffix(entry.name, kSamplesSuffix, &weight)) {
+      absl::StatusOr<uint64_t> samples = ReadSamples(entry, data);
+      if (!samples.ok()) return samples.status();
+      weights[weight].gram_samples = *samples;
+    } else if (StripSuffix(entry.name, kGramSuffix, &weight)) {
+      status = AddGram(weight, entry, data, weights[weight]);
+    } else {
+      status = AddActivations(entry, data, weights[entry.name]);
+    }
+    if (!status.ok()) return status;
+  }
+  if (header->metadata.is_object()) {
+    for (const auto& [key, value] : header->metadata.items()) {
+      std::string weight;
+      if (!StripSuffix(key, kSamplesSuffix, &weight)) continue;
+      Accumulated& acc = weights[weight];
+      if (acc.gram_samples) continue;  // the tensor wins
+      uint64_t samples = 0;
+      if (!absl::SimpleAtoi(value.get<std::string>(), &samples)) {
+        return Invalid(absl::StrCat("__metadata__ \"", key, "\" must be a non-negative integer; got \"",
+                                    value.get<std::string>(), "\""));
+      }
+      acc.gram_samples = samples;
+    }
+  }
+
+  for (auto& [weight, acc] : weights) {
+    if (!acc.has_data) {
+      return Invalid(absl::StrCat("'", weight, ".samples' is given but neither '", weight,
+                                  ".gram' nor activations '", weight, "'"));
+    }
+    for (float v : acc.stats.gram) {
+      if (!std::isfinite(v)) {
+        return Invalid(absl::StrCat("the Gram matrix of '", weight,
+                                    "' contains NaN or infinity in float32; check the calibration "
+                                    "inputs (or average them before summing)"));
+      }
+    }
+    acc.stats.samples = acc.gram_samples.value_or(0) + acc.activation_rows;
+    set.stats_.emplace(weight, std::move(acc.stats));
+  }
+  return set;
+}
+
+}  // namespace bonsai::engine

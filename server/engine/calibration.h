@@ -1,0 +1,50 @@
+// Calibration data: the statistics of each layer's inputs that Wanda and
+// SparseGPT need, parsed from the safetensors file a client sends beside the
+// model. For a weight named W the file holds either
+//   W          its layer's input activations, F32/F16/BF16/F64 [n, d_in],
+//              turned into the Gram matrix X^T X here; or
+//   W.gram     the accumulated Gram matrix X^T X, [d_in, d_in], with
+//   W.samples  the number of input rows n behind it: a one-element I64, F64
+//              or F32 tensor, or the decimal string under "W.samples" in
+//              __metadata__ (the tensor wins when both are present).
+// Activations and a Gram matrix for the same weight are summed (both are
+// sums over input rows). A Gram matrix without a sample count is accepted
+// with samples = 0: the methods only use n to scale H, which changes none of
+// their decisions. d_in is the weight's reduction length, in PyTorch unfold
+// order for Conv weights (in * kh * kw).
+#ifndef BONSAI_SERVER_ENGINE_CALIBRATION_H_
+#define BONSAI_SERVER_ENGINE_CALIBRATION_H_
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "server/methods/method.h"
+
+namespace bonsai::engine {
+
+class CalibrationSet {
+ public:
+  // The statistics for a weight, or null when the file had none for it.
+  const methods::CalibrationStats* Find(std::string_view weight_name) const;
+
+  size_t size() const { return stats_.size(); }
+  // Weight names with statistics, sorted (for reports of unused entries).
+  std::vector<std::string> WeightNames() const;
+
+ private:
+  friend absl::StatusOr<CalibrationSet> ParseCalibration(std::string bytes);
+  absl::flat_hash_map<std::string, methods::CalibrationStats> stats_;
+};
+
+// Parses a calibration file; empty bytes give an empty set. InvalidArgument
+// naming the tensor for anything malformed (not safetensors, a Gram matrix
+// that is not square, activations that are not 2-D, a sample count without
+// its Gram matrix, ...).
+absl::StatusOr<CalibrationSet> ParseCalibration(std::string bytes);
+
+}  // namespace bonsai::engine
+
+#endif  // BONSAI_SERVER_ENGINE_CALIBRATION_H_
