@@ -1,0 +1,259 @@
+"""Independent numpy implementations of bonsai's compression methods.
+
+Written from the papers, not from the server's C++, so that end-to-end tests
+can compare what the server returns with what the method should give:
+
+  nm_numpy         N:M semi-structured sparsity (NVIDIA's 2:4 recipe, Mishra et al. 2021)
+  structured_numpy output channels with the smallest L1/L2 norm (Li et al. 2017)
+  wanda_numpy      Wanda, Sun et al. 2023, "A Simple and Effective Pruning Approach for LLMs"
+  sparsegpt_numpy  SparseGPT, Frantar & Alistarh 2023, Algorithm 1
+  binarize_numpy   BinaryConnect / XNOR-Net, alpha = mean|W| per output channel
+  ternarize_numpy  BitNet b1.58 absmean quantizer
+
+Every function takes W as a float32 matrix [out, in]: a Linear weight as
+stored by PyTorch, an ONNX MatMul/Gemm B transposed, a Conv weight
+[out, in, kh, kw] reshaped to [out, in*kh*kw] (PyTorch's unfold order; pass
+kernel=kh*kw so N:M groups run over input channels at one kernel position).
+`gram` is X^T X of the layer's inputs, [in, in] (in*kh*kw for Conv), summed
+over `samples` rows. Nothing here modifies its arguments.
+
+The conventions the server documents and these functions share:
+  - N:M keeps the n largest scores of each group of m; ties keep the lower
+    index. Input channels that do not fill a last group stay dense.
+  - Unstructured selections prune the k = round(sparsity * count) smallest
+    scores (round half to even); ties prune the lower index first.
+  - SparseGPT's unstructured mask is chosen per column block and prunes
+    exactly that block's share of round(sparsity * size), i.e.
+    round(s * out * i2) - round(s * out * i1) for block [i1, i2), where the
+    paper's reference code prunes every score <= the k-th (one more, plus ties).
+  - Reconstruction errors are ||W X^T - W' X^T||^2 / ||W X^T||^2 computed
+    as tr(dW H dW^T) / tr(W H W^T).
+
+Requires /usr/bin/python3 with numpy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "nm_numpy",
+    "structured_numpy",
+    "wanda_numpy",
+    "sparsegpt_numpy",
+    "binarize_numpy",
+    "ternarize_numpy",
+    "reconstruction_error",
+    "prune_count",
+]
+
+TERNARY_EPS = 1e-5
+
+
+def prune_count(sparsity: float, count: int) -> int:
+    """round(sparsity * count), halves to even, clamped to [0, count]."""
+    k = int(np.rint(float(sparsity) * float(count)))
+    return min(max(k, 0), count)
+
+
+def reconstruction_error(w_before: np.ndarray, w_after: np.ndarray, gram: np.ndarray) -> float:
+    """||W X^T - W' X^T||^2 / ||W X^T||^2 from H = X^T X, in float64."""
+    h = np.asarray(gram, dtype=np.float64)
+    w = np.asarray(w_before, dtype=np.float64)
+    dw = w - np.asarray(w_after, dtype=np.float64)
+    den = float(np.einsum("ij,jk,ik->", w, h, w))
+    num = float(np.einsum("ij,jk,ik->", dw, h, dw))
+    return num / den if den > 0 else 0.0
+
+
+def _keep_largest(scores: np.ndarray, n: int) -> np.ndarray:
+    """Boolean mask of the n largest along the last axis; ties keep the lower index."""
+    order = np.argsort(-scores, axis=-1, kind="stable")
+    keep = np.zeros(scores.shape, dtype=bool)
+    np.put_along_axis(keep, order[..., :n], True, axis=-1)
+    return keep
+
+
+def _prune_smallest(scores: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the k smallest of a 1-D array; ties prune the lower index."""
+    order = np.argsort(scores, kind="stable")
+    prune = np.zeros(scores.shape, dtype=bool)
+    prune[order[:k]] = True
+    return prune
+
+
+def _nm_prune_mask(scores: np.ndarray, n: int, m: int, kernel: int = 1) -> np.ndarray:
+    """Prune mask of N:M over [out, in*kernel] scores, groups along input channels."""
+    out, cols = scores.shape
+    if cols % kernel:
+        raise ValueError(f"{cols} columns are not a multiple of kernel={kernel}")
+    channels = cols // kernel
+    s = scores.reshape(out, channels, kernel)
+    prune = np.zeros(s.shape, dtype=bool)
+    grouped = channels // m * m
+    if grouped:
+        # [out, groups, m, kernel] -> [out, groups, kernel, m]: one group per last axis
+        g = s[:, :grouped, :].reshape(out, grouped // m, m, kernel).transpose(0, 1, 3, 2)
+        keep = _keep_largest(g, n)
+        prune[:, :grouped, :] = (~keep).transpose(0, 1, 3, 2).reshape(out, grouped, kernel)
+    return prune.reshape(out, cols)
+
+
+def nm_numpy(w: np.ndarray, n: int, m: int, kernel: int = 1) -> np.ndarray:
+    """Keep the n largest |w| of every m consecutive input channels (per kernel position)."""
+    w = np.asarray(w, dtype=np.float32)
+    out = w.copy()
+    out[_nm_prune_mask(np.abs(w), n, m, kernel)] = 0.0
+    return out
+
+
+def structured_numpy(w: np.ndarray, fraction: float, norm: str = "l2"):
+    """Zero the round(fraction * out) output channels with the smallest norm.
+
+    Returns (W', removed channel indices ascending). Ties remove the lower
+    index first; at least one channel is kept.
+    """
+    w = np.asarray(w, dtype=np.float32)
+    w64 = w.astype(np.float64)
+    norms = np.abs(w64).sum(axis=1) if norm == "l1" else np.sqrt((w64 * w64).sum(axis=1))
+    norms = norms.astype(np.float32)
+    k = min(prune_count(fraction, w.shape[0]), w.shape[0] - 1)
+    removed = np.sort(np.argsort(norms, kind="stable")[:k])
+    out = w.copy()
+    out[removed, :] = 0.0
+    return out, removed
+
+
+def wanda_numpy(w: np.ndarray, gram: np.ndarray, sparsity: float = 0.0, n: int = 0, m: int = 0,
+                kernel: int = 1):
+    """Wanda: score |W_ij| * ||X_j||_2, compared within each output row.
+
+    ||X_j||_2 = sqrt(H_jj). Unstructured: each row loses round(sparsity * in)
+    weights. With n and m: N:M on the scores. Returns (W', reconstruction error).
+    """
+    w = np.asarray(w, dtype=np.float32)
+    h = np.asarray(gram, dtype=np.float32)
+    feature_norm = np.sqrt(np.maximum(np.diag(h), np.float32(0))).astype(np.float32)
+    scores = (np.abs(w) * feature_norm[None, :]).astype(np.float32)
+    if m:
+        prune = _nm_prune_mask(scores, n, m, kernel)
+    else:
+        k = prune_count(sparsity, w.shape[1])
+        prune = np.stack([_prune_smallest(row, k) for row in scores]) if w.shape[0] else scores > 0
+    out = w.copy()
+    out[prune] = 0.0
+    return out, reconstruction_error(w, out, gram)
+
+
+def _inverse_upper_cholesky(h: np.ndarray) -> np.ndarray:
+    """Upper U with H^-1 = U^T U (float64 internally, float32 result)."""
+    h64 = h.astype(np.float64)
+    lower = np.linalg.cholesky(h64)
+    lower_inv = np.linalg.inv(lower)
+    h_inv = lower_inv.T @ lower_inv
+    return np.linalg.cholesky(h_inv).T.astype(np.float32)
+
+
+def sparsegpt_numpy(w: np.ndarray, gram: np.ndarray, samples: int, sparsity: float = 0.0,
+                    n: int = 0, m: int = 0, blocksize: int = 128, percdamp: float = 0.01,
+                    kernel: int = 1):
+    """SparseGPT, Algorithm 1: OBS updates column by column inside blocks of
+    `blocksize` columns, lazy batch update of the columns right of a block.
+
+    H = gram / samples; inputs with H_jj = 0 get H_jj = 1 and zero weights;
+    lambda = percdamp * mean(diag H) is added to the diagonal. Unstructured:
+    each block prunes its share of the smallest w^2 / [H^-1]_jj^2 (with
+    [H^-1]_jj read from the Cholesky factor, as in the paper). N:M: every
+    group's mask is chosen when the sweep reaches its first column, from the
+    already updated weights. For Conv with N:M the columns are swept in
+    (kernel position, input channel) order so a group is m input channels at
+    one kernel position. Returns (W', reconstruction error).
+    """
+    w_in = np.asarray(w, dtype=np.float32)
+    rows, cols = w_in.shape
+    channels = cols // kernel
+    if m and kernel > 1:
+        order = np.array([ch * kernel + k for k in range(kernel) for ch in range(channels)])
+        group_channels = channels
+    else:
+        order = np.arange(cols)
+        group_channels = cols
+    if m:
+        blocksize = max(blocksize, m)
+    wk = w_in[:, order].copy()
+    h = (np.asarray(gram, dtype=np.float32)[np.ix_(order, order)]
+         / np.float32(max(int(samples), 1))).astype(np.float32)
+
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    wk[:, dead] = 0.0
+    damp = percdamp * float(np.mean(np.diag(h).astype(np.float64)))
+    h[np.diag_indices(cols)] += np.float32(damp)
+    u = _inverse_upper_cholesky(h)
+
+    grouped = group_channels // m * m if m else 0
+
+    def starts_group(p):
+        ch = p % group_channels
+        return ch < grouped and ch % m == 0
+
+    i1 = 0
+    while i1 < cols:
+        i2 = min(i1 + blocksize, cols)
+        if m and i2 < cols:  # no group may straddle two blocks
+            ch = i2 % group_channels
+            if ch < grouped:
+                i2 -= ch % m
+        count = i2 - i1
+        w1 = wk[:, i1:i2].copy()
+        q1 = np.zeros_like(w1)
+        err1 = np.zeros_like(w1)
+        u1 = u[i1:i2, i1:i2]
+        diag1 = np.diag(u1)
+        prune1 = np.zeros(w1.shape, dtype=bool)
+        if not m:
+            scores = (w1 * w1 / (diag1 * diag1)[None, :]).astype(np.float32)
+            k = prune_count(sparsity, rows * i2) - prune_count(sparsity, rows * i1)
+            prune1 = _prune_smallest(scores.reshape(-1), k).reshape(w1.shape)
+        for j in range(count):
+            if m and starts_group(i1 + j):
+                g = w1[:, j:j + m]
+                scores = (g * g / (diag1[j:j + m] * diag1[j:j + m])[None, :]).astype(np.float32)
+                prune1[:, j:j + m] = ~_keep_largest(scores, n)
+            col = w1[:, j]
+            q = np.where(prune1[:, j], np.float32(0), col)
+            err = ((col - q) / diag1[j]).astype(np.float32)
+            q1[:, j] = q
+            err1[:, j] = err
+            w1[:, j:] -= np.outer(err, u1[j, j:]).astype(np.float32)
+        wk[:, i1:i2] = q1
+        wk[:, i2:] -= (err1 @ u[i1:i2, i2:]).astype(np.float32)
+        i1 = i2
+
+    out = np.empty_like(wk)
+    out[:, order] = wk
+    return out, reconstruction_error(w_in, out, gram)
+
+
+def binarize_numpy(w: np.ndarray):
+    """W' = alpha * sign(W), alpha = mean|W| per output row, sign(0) = +1.
+
+    Returns (W', alpha per row)."""
+    w = np.asarray(w, dtype=np.float32)
+    alpha = np.abs(w.astype(np.float64)).mean(axis=1).astype(np.float32)
+    out = np.where(w < 0, -alpha[:, None], alpha[:, None]).astype(np.float32)
+    return out, alpha
+
+
+def ternarize_numpy(w: np.ndarray, per_channel: bool = False, eps: float = TERNARY_EPS):
+    """W' = gamma * RoundClip(W / (gamma + eps), -1, 1), gamma = mean|W|
+    (of the tensor, or of each output row with per_channel). Rounding is half
+    to even. Returns (W', gammas: one, or one per row)."""
+    w = np.asarray(w, dtype=np.float32)
+    w64 = w.astype(np.float64)
+    if per_channel:
+        gamma = np.abs(w64).mean(axis=1, keepdims=True)
+    else:
+        gamma = np.full((1, 1), np.abs(w64).mean() if w.size else 0.0)
+    t = np.clip(np.rint(w64 / (gamma + eps)), -1, 1)
+    out = (t.astype(np.float32) * gamma.astype(np.float32)).astype(np.float32)
+    return out, gamma.reshape(-1).astype(np.float32)
