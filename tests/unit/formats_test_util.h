@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "onnx/onnx_pb.h"
+#include "server/tensor/dtype.h"
 
 namespace bonsai::formats::test_util {
 
@@ -24,6 +25,40 @@ std::string Bytes(const std::vector<T>& values) {
   std::string out(values.size() * sizeof(T), '\0');
   std::memcpy(out.data(), values.data(), out.size());
   return out;
+}
+
+// A safetensors file from float values stored in each tensor's dtype, laid
+// out without gaps in the order given.
+struct SafetensorsTensor {
+  std::string name;
+  std::string dtype;  // F32 F16 BF16 F64
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
+
+inline std::string SafetensorsFile(const std::vector<SafetensorsTensor>& tensors,
+                                   const std::string& metadata_json = "") {
+  std::string header = "{";
+  if (!metadata_json.empty()) header += "\"__metadata__\":" + metadata_json + ",";
+  std::string data;
+  for (const SafetensorsTensor& t : tensors) {
+    const tensor::DType dtype = t.dtype == "F32"    ? tensor::DType::kF32
+                                : t.dtype == "F16"  ? tensor::DType::kF16
+                                : t.dtype == "BF16" ? tensor::DType::kBF16
+                                                    : tensor::DType::kF64;
+    std::string bytes(t.values.size() * tensor::DTypeSize(dtype), '\0');
+    (void)tensor::EncodeFromFloat(dtype, t.values, bytes.data());
+    std::string shape;
+    for (int64_t d : t.shape) shape += (shape.empty() ? "" : ",") + std::to_string(d);
+    if (header.size() > 1 && header.back() != ',') header += ",";
+    header += "\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":[" + shape +
+              "],\"data_offsets\":[" + std::to_string(data.size()) + "," +
+              std::to_string(data.size() + bytes.size()) + "]}";
+    data += bytes;
+  }
+  if (header.back() == ',') header.pop_back();
+  header += "}";
+  return SafetensorsBytes(header, data);
 }
 
 enum class Storage { kRaw, kTyped };
