@@ -2,8 +2,13 @@
 
 #include <chrono>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+
 #include "absl/strings/str_cat.h"
+#include "server/engine/calibration.h"
 #include "server/engine/output_digest.h"
+#include "server/engine/physical_pruning.h"
 #include "server/formats/model.h"
 #include "server/observability/metrics.h"
 
@@ -58,7 +63,8 @@ void FillTensorReport(const formats::TensorInfo& info, const tensor::FloatTensor
 }
 
 absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
-                                  WorkMeter& meter, const CancellationToken& cancel) {
+                                  const CalibrationSet& calibration, WorkMeter& meter,
+                                  const CancellationToken& cancel) {
   const auto& tensors = model.tensors();
   for (MethodGroup& group : plan.groups) {
     for (int pass = 0; pass < group.method->observation_passes(); ++pass) {
@@ -67,7 +73,7 @@ absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
         auto values = model.Read(index);
         if (!values.ok()) return values.status();
         methods::WeightTensor weight{&tensors[index], &*values, plan.sparsity_of_tensor[index],
-                                     nullptr};
+                                     calibration.Find(tensors[index].name)};
         group.method->Observe(pass, weight);
         meter.Advance(tensors[index].params, tensors[index].name);
       }
@@ -77,7 +83,8 @@ absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
   return absl::OkStatus();
 }
 
-absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan, WorkMeter& meter,
+absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan,
+                          const CalibrationSet& calibration, WorkMeter& meter,
                           const CancellationToken& cancel, v1::CompressionReport& report) {
   const auto& tensors = model.tensors();
   for (size_t index = 0; index < tensors.size(); ++index) {
@@ -90,7 +97,8 @@ absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan, WorkMete
     auto values = model.Read(index);
     if (!values.ok()) return values.status();
     const tensor::FloatTensor before = *values;
-    methods::WeightTensor weight{&info, &*values, plan.sparsity_of_tensor[index], nullptr};
+    methods::WeightTensor weight{&info, &*values, plan.sparsity_of_tensor[index],
+                                 calibration.Find(info.name)};
     const methods::ProgressTick tick = [&](double fraction) {
       meter.Within(info.params, fraction, info.name);
       return !cancel.cancelled();
@@ -107,19 +115,65 @@ absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan, WorkMete
   return absl::OkStatus();
 }
 
-void FillTotals(const formats::Model& model, uint64_t bytes_in, const std::string& output,
-                const OutputDigest& digest, v1::CompressionReport& report) {
-  v1::Totals* totals = report.mutable_totals();
+// Calibration keyed by a name the model lacks is almost always a naming
+// mismatch (e.g. ONNX initializer names vs. the torch module's); say so
+// rather than silently pruning without it.
+void WarnAboutUnusedCalibration(const formats::Model& model, const CalibrationSet& calibration,
+                                v1::CompressionReport& report) {
+  if (calibration.size() == 0) return;
+  absl::flat_hash_set<std::string> names;
+  for (const auto& info : model.tensors()) names.insert(info.name);
+  int unused = 0;
+  std::string examples;
+  for (const std::string& name : calibration.WeightNames()) {
+    if (names.contains(name)) continue;
+    if (++unused <= 3) absl::StrAppend(&examples, unused > 1 ? ", " : "", "'", name, "'");
+  }
+  if (unused > 0) {
+    report.add_warnings(absl::StrCat(
+        unused, " calibration entr", unused == 1 ? "y names" : "ies name",
+        " no tensor of the model (", examples, unused > 3 ? ", ..." : "",
+        "); key calibration by the model's tensor names (see Inspect)"));
+  }
+}
+
+// Bytes each compressed tensor takes as written: less than dense when the
+// output is packed and packing paid off.
+void FillStoredSizes(const formats::Model& model, v1::CompressionReport& report) {
+  const std::vector<formats::StoredSize> stored = model.stored_sizes();
+  absl::flat_hash_map<std::string, size_t> index_of;
+  for (size_t i = 0; i < model.tensors().size(); ++i) index_of[model.tensors()[i].name] = i;
+  for (v1::TensorReport& t : *report.mutable_tensors()) {
+    uint64_t bytes = t.dense_bytes();
+    auto it = index_of.find(t.name());
+    if (it != index_of.end() && it->second < stored.size() && stored[it->second].stored_bytes) {
+      bytes = stored[it->second].stored_bytes;
+    }
+    t.set_packed_bytes(bytes);
+    t.set_bits_per_weight(t.params() ? 8.0 * double(bytes) / double(t.params()) : 0.0);
+  }
+}
+
+uint64_t TotalParams(const formats::Model& model) {
   uint64_t params = 0;
   for (const auto& info : model.tensors()) params += info.params;
-  uint64_t prunable = 0, nonzero = 0, dense = 0;
+  return params;
+}
+
+void FillTotals(const formats::Model& model, uint64_t params_in, uint64_t bytes_in,
+                const std::string& output, const OutputDigest& digest,
+                v1::CompressionReport& report) {
+  v1::Totals* totals = report.mutable_totals();
+  uint64_t prunable = 0, nonzero = 0, dense = 0, packed = 0;
   for (const auto& t : report.tensors()) {
     prunable += t.params();
     nonzero += t.nonzero_after();
     dense += t.dense_bytes();
+    packed += t.packed_bytes();
   }
-  totals->set_params(params);
-  totals->set_params_after(params);
+  totals->set_packed_bytes(packed);
+  totals->set_params(params_in);
+  totals->set_params_after(TotalParams(model));  // smaller after physical pruning
   totals->set_prunable_params(prunable);
   totals->set_nonzero_after(nonzero);
   totals->set_sparsity(prunable ? 1.0 - double(nonzero) / prunable : 0.0);
@@ -148,7 +202,16 @@ absl::StatusOr<CompressionOutput> RunCompressionJob(CompressionInput input,
   if (!model.ok()) return model.status();
   report.set_format(std::string(formats::FormatName((*model)->format())));
   report.set_method(spec.proto.method());
+  const uint64_t params_in = TotalParams(**model);
   auto plan = PlanCompression(spec, (*model)->tensors());
+  if (!plan.ok()) return plan.status();
+  auto calibration = ParseCalibration(std::move(input.calibration_bytes));
+  if (!calibration.ok()) {
+    return absl::Status(calibration.status().code(),
+                        absl::StrCat("calibration data: ", calibration.status().message()));
+  }
+  WarnAboutUnusedCalibration(**model, *calibration, report);
+  plan = ApplyPhysicalPruning(spec, **model, std::move(*plan), report);
   if (!plan.ok()) return plan.status();
   timings->set_parse_seconds(SecondsSince(stage_start));
   progress(v1::STAGE_PARSING, 1.0, "");
@@ -163,8 +226,12 @@ absl::StatusOr<CompressionOutput> RunCompressionJob(CompressionInput input,
   }
   WorkMeter meter(progress, work);
   progress(v1::STAGE_COMPRESSING, 0.0, "");
-  if (auto s = RunObservationPasses(**model, *plan, meter, cancel); !s.ok()) return s;
-  if (auto s = ApplyMethods(**model, *plan, meter, cancel, report); !s.ok()) return s;
+  if (auto s = RunObservationPasses(**model, *plan, *calibration, meter, cancel); !s.ok()) {
+    return s;
+  }
+  if (auto s = ApplyMethods(**model, *plan, *calibration, meter, cancel, report); !s.ok()) {
+    return s;
+  }
   if (report.tensors_size() == 0) {
     report.add_warnings(
         "no tensor was selected for compression; see Inspect for tensor names and "
@@ -187,7 +254,8 @@ absl::StatusOr<CompressionOutput> RunCompressionJob(CompressionInput input,
   });
   if (!digest.ok()) return digest.status();
   report.set_output_sha256(digest->sha256_hex);
-  FillTotals(**model, bytes_in, output.model, *digest, report);
+  FillStoredSizes(**model, report);
+  FillTotals(**model, params_in, bytes_in, output.model, *digest, report);
   timings->set_serialize_seconds(SecondsSince(stage_start));
   observability::RecordStageSeconds(observability::JobStage::kSerialize,
                                     timings->serialize_seconds());
