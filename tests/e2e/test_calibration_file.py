@@ -80,3 +80,30 @@ def test_onnx_name_map_follows_initializers_renamed_by_constant_folding():
     initializers = models.onnx_initializers(buffer.getvalue())
     target = renamed["proj.weight"]
     np.testing.assert_array_equal(initializers[target], model.proj.weight.detach().numpy().T)
+
+
+# ---------------------------------------------------------------- with the server
+
+def test_server_prunes_with_wanda_using_the_calibration_file(client, cnn, cnn_safetensors, tmp_path):
+    from reference_methods import wanda_numpy
+    path = tmp_path / "calib.safetensors"
+    stats = calibration.calibrate(cnn, _batches(models.CNN_INPUT, count=4), path)
+    result = client.compress(cnn_safetensors, method="wanda", sparsity=0.5, calibration=str(path))
+    out = safetensors_io.loads(result.model)
+    for name in models.prunable_names(cnn):
+        w = models.state_arrays(cnn)[name]
+        want, _ = wanda_numpy(w.reshape(w.shape[0], -1), stats[name].gram.astype(np.float32), 0.5)
+        np.testing.assert_array_equal(out[name].reshape(w.shape[0], -1) != 0, want != 0, err_msg=name)
+
+
+def test_server_finds_calibration_of_onnx_weights_renamed_by_export(client, tmp_path):
+    torch.manual_seed(4)
+    model = WithSequence().eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(model, torch.zeros(2, 3, 6), buffer, opset_version=13, export_params=True)
+    path = tmp_path / "calib.safetensors"
+    calibration.calibrate(model, _batches((2, 3, 6)), path, onnx_model=buffer.getvalue())
+    result = client.compress(buffer.getvalue(), method="sparsegpt", sparsity=0.4, calibration=str(path))
+    pruned = [t for t in result.report.tensors if t.method == "sparsegpt"]
+    assert len(pruned) == 1 and pruned[0].name.startswith("onnx::MatMul")
+    assert pruned[0].nonzero_after == pruned[0].params - round(0.4 * pruned[0].params)

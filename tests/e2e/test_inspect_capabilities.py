@@ -64,3 +64,11 @@ def test_inspect_counts_zeros(client):
 
 def test_inspect_of_garbage_is_invalid_argument(client):
     expect_error(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.inspect(b"definitely not a model" * 10))
+
+
+def test_dns_target_with_round_robin_reaches_the_server(server, mlp_safetensors):
+    """The form a headless Kubernetes service is reached by: dns:///name:port."""
+    import bonsai
+    with bonsai.Client(f"dns:///localhost:{server.port}", timeout=60) as c:
+        assert c.capabilities().version
+        assert c.compress(mlp_safetensors).report.totals.prunable_params > 0
