@@ -233,3 +233,55 @@ def test_onnx_with_external_data_is_invalid_argument(strict_client, mlp_onnx, ml
 def test_truncated_onnx_is_invalid_argument(strict_client, mlp_onnx, mlp_safetensors):
     expect_error(INVALID, lambda: strict_client.compress(mlp_onnx[: len(mlp_onnx) // 2]))
     assert_compress_works(strict_client, mlp_safetensors)
+
+
+# ---------------------------------------------------------------- inspect and calibration
+
+def test_inspect_over_max_model_bytes_is_resource_exhausted(small_server, mlp_safetensors):
+    big = safetensors_io.dumps({"w.weight": np.ones((512, 1024), np.float32)})
+    with bonsai.Client(small_server.target, timeout=60, retry=bonsai.NO_RETRY) as c:
+        expect_error(EXHAUSTED, lambda: c.inspect(big), "max_model_bytes")
+        assert c.inspect(mlp_safetensors).total_params > 0
+
+
+def test_inspect_spec_after_data_is_invalid_argument(strict_client, mlp_safetensors):
+    """Inspect's spec is optional (all its fields are), but it may only come first."""
+    def call(requests):
+        try:
+            return strict_client.stub.Inspect(iter(requests), timeout=60)
+        except grpc.RpcError as err:
+            raise bonsai.BonsaiError(err.code(), err.details() or "") from None
+    assert call([pb.InspectRequest(model_chunk=mlp_safetensors)]).total_params > 0
+    requests = [pb.InspectRequest(model_chunk=mlp_safetensors[:100]), pb.InspectRequest(spec=pb.InspectSpec()),
+                pb.InspectRequest(model_chunk=mlp_safetensors[100:])]
+    expect_error(INVALID, lambda: call(requests), "spec")
+    assert strict_client.inspect(mlp_safetensors).total_params > 0
+
+
+def test_calibration_over_max_calibration_bytes_is_resource_exhausted(start_server, mlp_safetensors):
+    srv = start_server(["--max_calibration_bytes=1000"])
+    calib = safetensors_io.dumps({"fc1.weight.gram": np.eye(32, dtype=np.float32)})
+    with bonsai.Client(srv.target, timeout=60) as c:
+        expect_error(EXHAUSTED, lambda: c.compress(mlp_safetensors, method="wanda", calibration=calib),
+                     "max_calibration_bytes")
+        assert_compress_works(c, mlp_safetensors)
+
+
+def test_calibration_that_is_not_safetensors_is_invalid_argument(strict_client, mlp_safetensors):
+    expect_error(INVALID, lambda: strict_client.compress(mlp_safetensors, method="wanda",
+                                                         calibration=b"not calibration data" * 10),
+                 "safetensors")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_calibration_of_wrong_dimension_is_invalid_argument(strict_client, mlp_safetensors):
+    calib = safetensors_io.dumps({"fc1.weight.gram": np.eye(7, dtype=np.float32),
+                                  "fc1.weight.samples": np.array([10], np.int64)})
+    expect_error(INVALID, lambda: strict_client.compress(mlp_safetensors, method="wanda", include=["fc1"],
+                                                         include_only=True, calibration=calib), "fc1.weight")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_method_needing_calibration_without_it_is_invalid_argument(strict_client, mlp_safetensors):
+    expect_error(INVALID, lambda: strict_client.compress(mlp_safetensors, method="sparsegpt"), "calibration")
+    assert_compress_works(strict_client, mlp_safetensors)
