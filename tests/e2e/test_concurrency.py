@@ -2,7 +2,6 @@
 output or is refused with RESOURCE_EXHAUSTED; none is lost or mixed up."""
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -11,54 +10,13 @@ import pytest
 
 import bonsai
 from bonsai import safetensors_io
-from bonsai.v1 import compressor_pb2 as pb
-
-HOLD_TIMEOUT = 60
+from held_job import HOLD_TIMEOUT, HeldJob
 
 
 def _variant(seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     return safetensors_io.dumps({f"l{i}.weight": rng.standard_normal((512, 512), dtype=np.float32)
                                  for i in range(4)})
-
-
-class HeldJob:
-    """A Compress call that is admitted (spec sent) but holds its upload back."""
-
-    def __init__(self, client: bonsai.Client, model: bytes):
-        self.model = model
-        self.admitted = threading.Event()
-        self.release = threading.Event()
-        self.responses = []
-        self.error = None
-
-        def requests():
-            yield pb.CompressRequest(spec=pb.CompressionSpec(method="magnitude", sparsity=0.5,
-                                                             model_size_bytes=len(model)))
-            self.release.wait(HOLD_TIMEOUT)
-            for start in range(0, len(model), 1 << 20):
-                yield pb.CompressRequest(model_chunk=model[start:start + (1 << 20)])
-
-        self.call = client.stub.Compress(requests(), timeout=120)
-        self.thread = threading.Thread(target=self._receive, daemon=True)
-        self.thread.start()
-
-    def _receive(self):
-        try:
-            for response in self.call:
-                self.responses.append(response)
-                self.admitted.set()
-        except grpc.RpcError as err:
-            self.error = err
-        finally:
-            self.admitted.set()
-
-    def finish(self) -> bytes:
-        self.release.set()
-        self.thread.join(HOLD_TIMEOUT)
-        assert not self.thread.is_alive(), "held job never finished"
-        assert self.error is None, f"held job failed: {self.error}"
-        return b"".join(r.model_chunk for r in self.responses if r.WhichOneof("payload") == "model_chunk")
 
 
 @pytest.mark.parametrize("workers,queued", [(1, 1), (1, 0), (2, 1)])
