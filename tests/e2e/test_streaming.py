@@ -74,3 +74,34 @@ def test_tied_magnitudes_are_pruned_the_same_way_every_time(client):
     assert len(outputs) == 1
     out = safetensors_io.loads(outputs.pop())["w.weight"]
     assert int((out == 0).sum()) == round(0.3 * out.size)
+
+
+@pytest.fixture(scope="module")
+def big_onnx():
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(12)
+    w = rng.standard_normal((BIG_SHAPE[1], BIG_SHAPE[0]), dtype=np.float32)  # MatMul B: [in, out]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "big.weight"], ["output"])], "big",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, BIG_SHAPE[1]])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, BIG_SHAPE[0]])],
+        initializer=[numpy_helper.from_array(w, "big.weight")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    data = model.SerializeToString()
+    assert len(data) > 64 << 20
+    return data, w
+
+
+@pytest.mark.timeout(600)
+def test_onnx_model_over_64_mib_streams_in_and_out_intact(client, big_onnx):
+    import onnx
+    data, w = big_onnx
+    result = client.compress(data, method="magnitude", sparsity=0.5)
+    assert hashlib.sha256(result.model).hexdigest() == result.report.output_sha256
+    pruned = models.onnx_initializers(result.model)["big.weight"]
+    onnx.checker.check_model(onnx.load_from_string(result.model))
+    keep = pruned != 0
+    assert int((~keep).sum()) == round(0.5 * w.size)
+    np.testing.assert_array_equal(pruned[keep], w[keep])
