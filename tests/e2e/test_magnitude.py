@@ -6,6 +6,7 @@ import pytest
 
 import models
 from bonsai import safetensors_io
+from bonsai.v1 import compressor_pb2 as pb
 from expect import torch_masks
 
 SPARSITIES = [0.1, 0.5, 0.73, 0.9]
@@ -82,3 +83,31 @@ def test_exclude_and_overrides_change_what_is_pruned(client, mlp, mlp_safetensor
     np.testing.assert_array_equal(out["fc3.weight"], original["fc3.weight"])
     assert int((out["fc1.weight"] == 0).sum()) == round(0.5 * out["fc1.weight"].size)
     assert int((out["fc2.weight"] == 0).sum()) == round(0.25 * out["fc2.weight"].size)
+
+
+def test_rules_apply_first_match_and_leave_unmatched_tensors_alone(client, cnn, cnn_safetensors):
+    rules = [{"regex": "^conv1", "method": "magnitude", "sparsity": 0.3, "name": "first-conv"},
+             {"regex": "conv", "method": "magnitude", "sparsity": 0.7}]
+    result = client.compress(cnn_safetensors, method="", rules=rules)
+    out = safetensors_io.loads(result.model)
+    original = models.state_arrays(cnn)
+    assert int((out["conv1.weight"] == 0).sum()) == round(0.3 * original["conv1.weight"].size)
+    assert int((out["conv2.weight"] == 0).sum()) == round(0.7 * original["conv2.weight"].size)
+    np.testing.assert_array_equal(out["fc.weight"], original["fc.weight"])
+    assert result.tensor("conv1.weight").rule == "first-conv"
+    assert result.tensor("conv2.weight").rule == "rule[1]"
+
+
+def test_progress_events_move_forward_through_the_stages(client, cnn_onnx):
+    events = []
+    client.compress(cnn_onnx, sparsity=0.5, scope="global", progress=events.append)
+    assert events, "no progress events"
+    # A job receives its upload, waits for a worker, then parses, compresses, serializes.
+    order = [pb.STAGE_RECEIVING, pb.STAGE_QUEUED, pb.STAGE_PARSING, pb.STAGE_COMPRESSING,
+             pb.STAGE_SERIALIZING, pb.STAGE_SENDING]
+    positions = [order.index(e.stage) for e in events]
+    assert positions == sorted(positions), [pb.Stage.Name(e.stage) for e in events]
+    assert all(0.0 <= e.fraction <= 1.0 for e in events)
+    for a, b in zip(events, events[1:]):
+        if a.stage == b.stage:
+            assert b.fraction >= a.fraction, (a, b)
