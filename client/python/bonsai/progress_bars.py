@@ -30,7 +30,7 @@ class CompressBars:
     def upload(self, sent: int, total: Optional[int]) -> None:
         with self._lock:
             if self._upload is None:
-                self._upload = self._bar(desc="upload", total=total, unit="B", unit_scale=True, unit_divisor=1024)
+                self._upload = self._bar(desc="upload".ljust(12), total=total, unit="B", unit_scale=True, unit_divisor=1024)
             self._upload.update(sent - self._upload.n)
             if total is not None and sent >= total:
                 self._upload.close()
@@ -40,22 +40,28 @@ class CompressBars:
             if event.stage in (pb.STAGE_QUEUED, pb.STAGE_RECEIVING, pb.STAGE_SENDING):
                 return  # the byte bars show receiving and sending more precisely
             if event.stage != self._stage_value:
-                if self._stage is not None:
-                    self._stage.close()
+                self._finish_stage()
                 self._stage_value = event.stage
-                self._stage = self._bar(desc=_stage_name(event.stage), total=100,
-                                        bar_format="{desc:<12} {percentage:3.0f}%|{bar}| {postfix}")
+                self._stage = self._bar(total=100, bar_format="{desc}{percentage:3.0f}%|{bar}|")
+            self._stage.set_description_str(f"{_stage_name(event.stage):<12} {event.detail[-32:]:<32} ",
+                                            refresh=False)
             self._stage.n = round(min(max(event.fraction, 0.0), 1.0) * 100)
-            self._stage.postfix = event.detail[-48:]
             self._stage.refresh()
+
+    def _finish_stage(self) -> None:
+        # Progress is coalesced, so a stage's last event may never arrive: a
+        # stage that was followed by another is complete.
+        if self._stage is not None:
+            self._stage.set_description_str(f"{_stage_name(self._stage_value):<12} {'':<32} ", refresh=False)
+            self._stage.n = 100
+            self._stage.close()
+            self._stage = None
 
     def download(self, received: int, total: int) -> None:
         with self._lock:
-            if self._stage is not None:
-                self._stage.close()
-                self._stage = None
+            self._finish_stage()
             if self._download is None:
-                self._download = self._bar(desc="download", total=total or None, unit="B",
+                self._download = self._bar(desc="download".ljust(12), total=total or None, unit="B",
                                            unit_scale=True, unit_divisor=1024)
             self._download.update(received - self._download.n)
 
