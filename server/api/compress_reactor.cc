@@ -18,16 +18,19 @@ double Seconds(std::chrono::steady_clock::duration d) {
 
 }  // namespace
 
-CompressReactor* CompressReactor::Start(const ServiceContext& context) {
-  std::shared_ptr<CompressReactor> reactor(new CompressReactor(context));
+CompressReactor* CompressReactor::Start(const ServiceContext& context,
+                                        grpc::CallbackServerContext* call) {
+  std::shared_ptr<CompressReactor> reactor(new CompressReactor(context, call));
   reactor->self_ = reactor;
   context.calls->Add(reactor);
   reactor->StartRead(&reactor->request_);
   return reactor.get();
 }
 
-CompressReactor::CompressReactor(const ServiceContext& context)
+CompressReactor::CompressReactor(const ServiceContext& context,
+                                 grpc::CallbackServerContext* call)
     : context_(context),
+      call_(call),
       model_("model", "max_model_bytes", context.options.max_model_bytes),
       calibration_("calibration data", "max_calibration_bytes",
                    context.options.max_calibration_bytes) {}
@@ -217,7 +220,6 @@ void CompressReactor::FinishWith(const absl::Status& status) {
 void CompressReactor::Pump() {
   enum class Action { kNone, kWrite, kFinish } action = Action::kNone;
   absl::Status outcome;
-  std::string method, format;
   {
     absl::MutexLock lock(&mu_);
     if (write_in_flight_ || finish_called_) return;
@@ -251,8 +253,7 @@ void CompressReactor::Pump() {
     if (action == Action::kWrite) write_in_flight_ = true;
     if (action == Action::kFinish) {
       finish_called_ = true;
-      method = method_label_;
-      format = format_label_;
+      sent_status_ = outcome;
     }
   }
   switch (action) {
@@ -262,7 +263,6 @@ void CompressReactor::Pump() {
       StartWrite(&response_);
       return;
     case Action::kFinish:
-      RecordCallOutcome(method, format, outcome);
       Finish(ToGrpcStatus(outcome));
       return;
   }
@@ -292,6 +292,15 @@ void CompressReactor::Abort(const absl::Status& status) {
 
 void CompressReactor::OnDone() {
   context_.calls->Remove(this);
+  {
+    // Counted here, not at Finish: a client that vanished mid-upload shows
+    // up as a short upload (OnReadDone) before OnCancel says why, and only
+    // now does IsCancelled() tell the two apart.
+    absl::MutexLock lock(&mu_);
+    const absl::Status outcome =
+        call_->IsCancelled() ? absl::CancelledError("client gone") : sent_status_;
+    RecordCallOutcome(method_label_, format_label_, outcome);
+  }
   // Frees the upload and output now unless the job still runs; then the
   // worker's reference frees them when it returns.
   self_.reset();  // may delete this: nothing may follow

@@ -32,7 +32,8 @@ class CompressReactor
       public AbortableCall,
       public std::enable_shared_from_this<CompressReactor> {
  public:
-  static CompressReactor* Start(const ServiceContext& context);
+  static CompressReactor* Start(const ServiceContext& context,
+                                grpc::CallbackServerContext* call);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -41,7 +42,7 @@ class CompressReactor
   void Abort(const absl::Status& status) override;
 
  private:
-  explicit CompressReactor(const ServiceContext& context);
+  CompressReactor(const ServiceContext& context, grpc::CallbackServerContext* call);
 
   absl::Status HandleRequest();
   absl::Status HandleSpec(const v1::CompressionSpec& spec);
@@ -57,6 +58,7 @@ class CompressReactor
   using Clock = std::chrono::steady_clock;
 
   ServiceContext context_;
+  grpc::CallbackServerContext* call_;
   std::shared_ptr<CompressReactor> self_;  // gRPC's reference, dropped in OnDone
   engine::CancellationToken cancel_;
 
@@ -85,6 +87,7 @@ class CompressReactor
   std::optional<absl::Status> abort_status_ ABSL_GUARDED_BY(mu_);
   std::string method_label_ ABSL_GUARDED_BY(mu_) = "unknown";
   std::string format_label_ ABSL_GUARDED_BY(mu_) = "unknown";
+  absl::Status sent_status_ ABSL_GUARDED_BY(mu_);
   Clock::time_point send_start_ ABSL_GUARDED_BY(mu_);
 };
 

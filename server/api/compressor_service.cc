@@ -7,8 +7,8 @@
 namespace bonsai::api {
 
 grpc::ServerBidiReactor<v1::CompressRequest, v1::CompressResponse>* CompressorService::Compress(
-    grpc::CallbackServerContext*) {
-  return CompressReactor::Start(context_);
+    grpc::CallbackServerContext* call) {
+  return CompressReactor::Start(context_, call);
 }
 
 grpc::ServerReadReactor<v1::InspectRequest>* CompressorService::Inspect(
