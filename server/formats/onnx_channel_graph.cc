@@ -58,6 +58,13 @@ onnx::TensorProto* GraphIndex::Constant(const std::string& name) const {
   // it, and a caller feeding it must then feed the pruned shape.
   if (auto it = initializers_.find(name); it != initializers_.end()) return it->second;
   if (auto it = constant_nodes_.find(name); it != constant_nodes_.end()) return it->second;
+  // Exporters sometimes read a weight through Identity (torch does for
+  // parameters it also aliases); the value is still the initializer's.
+  if (const onnx::NodeProto* node = Producer(name);
+      node != nullptr && node->op_type() == "Identity" && node->domain().empty() &&
+      node->input_size() == 1) {
+    return Constant(node->input(0));
+  }
   return nullptr;
 }
 

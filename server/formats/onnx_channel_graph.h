@@ -30,7 +30,8 @@ class GraphIndex {
   onnx::GraphProto& graph() { return graph_; }
   const onnx::GraphProto& graph() const { return graph_; }
 
-  // The initializer, or the value of the Constant node, named `name`.
+  // The initializer, or the value of the Constant node, named `name`, also
+  // when read through Identity nodes.
   onnx::TensorProto* Constant(const std::string& name) const;
   bool IsInitializer(const std::string& name) const { return initializers_.contains(name); }
 

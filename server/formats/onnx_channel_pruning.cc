@@ -60,7 +60,8 @@ absl::StatusOr<int64_t> ValidateGroup(const GraphIndex& index, const ChannelGrou
     if (absl::Status readable = channels::CheckFloatReadable(*tensor); !readable.ok()) {
       return readable;
     }
-    if (index.UseCount(site.tensor) != 1) {
+    if (index.UseCount(site.tensor) != 1 ||
+        (!tensor->name().empty() && tensor->name() != site.tensor && index.UseCount(tensor->name()) != 1)) {
       return absl::FailedPreconditionError(
           absl::StrCat("'", site.tensor, "' is shared with other nodes"));
     }
@@ -171,10 +172,12 @@ absl::Status ApplyPlans(GraphIndex& index, const std::vector<Plan>& plans,
   for (const Plan& plan : plans) {
     for (const Site& site : plan.group->sites) {
       onnx::TensorProto& tensor = *index.Constant(site.tensor);
-      auto [it, inserted] = record_of.try_emplace(site.tensor, result.tensors.size());
+      // The initializer's own name, also when the graph reads it through Identity.
+      const std::string& name = tensor.name().empty() ? site.tensor : tensor.name();
+      auto [it, inserted] = record_of.try_emplace(name, result.tensors.size());
       if (inserted) {
         PrunedTensor record;
-        record.name = site.tensor;
+        record.name = name;
         record.role = RoleName(site.role);
         record.shape_before.assign(tensor.dims().begin(), tensor.dims().end());
         result.tensors.push_back(std::move(record));
@@ -202,7 +205,10 @@ absl::Status ApplyPlans(GraphIndex& index, const std::vector<Plan>& plans,
 void UpdateDeclaredShapes(onnx::GraphProto& graph, const std::vector<Plan>& plans,
                           const ChannelPruningResult& result) {
   absl::flat_hash_set<std::string> stale;
-  for (const Plan& plan : plans) stale.insert(plan.group->activations.begin(), plan.group->activations.end());
+  for (const Plan& plan : plans) {
+    stale.insert(plan.group->activations.begin(), plan.group->activations.end());
+    for (const Site& site : plan.group->sites) stale.insert(site.tensor);
+  }
   absl::flat_hash_map<std::string, const PrunedTensor*> cut;
   for (const PrunedTensor& tensor : result.tensors) cut[tensor.name] = &tensor;
   auto* infos = graph.mutable_value_info();

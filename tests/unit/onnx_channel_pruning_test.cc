@@ -458,6 +458,75 @@ TEST(OnnxChannelPruning, FlattenAfterGlobalPoolCutsGemmInputs) {
                           RunTiny(ZeroCuts(original, *result, Zero::kConsumerInputs), inputs)), 1e-5);
 }
 
+TEST(OnnxChannelPruning, SiluGateOfTheSameChannelsIsFollowed) {
+  // Conv -> x * Sigmoid(x) -> Conv: both Mul inputs carry the same channels.
+  GraphBuilder b;
+  b.Input("x", {1, 3, 6, 6}).Output("y", {1, 4, 6, 6});
+  b.Weight("c1.w", {8, 3, 3, 3}, 1).Weight("c1.b", {8}, 2).Weight("c2.w", {4, 8, 1, 1}, 3);
+  b.Conv("x", "c1", "c1.w", "c1.b");
+  b.Node("Sigmoid", {"c1"}, {"gate"});
+  b.Node("Mul", {"c1", "gate"}, {"silu"});
+  b.Conv("silu", "y", "c2.w", "", 1);
+  const onnx::ModelProto original = b.model();
+  auto result = PruneChannelsPhysically(b.model(), Half());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_THAT(Dims(b.model(), "c1.b"), ElementsAre(4));
+  EXPECT_THAT(Dims(b.model(), "c2.w"), ElementsAre(4, 4, 1, 1));
+  ExpectValidOnnx(b.model());
+  const DenseMap inputs = {{"x", Input({1, 3, 6, 6}, 6)}};
+  EXPECT_LT(MaxDifference(RunTiny(b.model(), inputs),
+                          RunTiny(ZeroCuts(original, *result, Zero::kConsumerInputs), inputs)), 1e-5);
+}
+
+TEST(OnnxChannelPruning, WeightReadThroughIdentityIsCut) {
+  GraphBuilder b;
+  b.Input("x", {2, 8}).Output("y", {2, 4});
+  b.Weight("w1", {16, 8}, 1).Weight("w2", {16, 4}, 3);
+  b.Node("Identity", {"w2"}, {"w2_alias"});
+  GraphBuilder::Int(b.Node("Gemm", {"x", "w1"}, {"h"}), "transB", 1);
+  b.Node("Relu", {"h"}, {"r"});
+  b.Node("Gemm", {"r", "w2_alias"}, {"y"});
+  auto result = PruneChannelsPhysically(b.model(), Half());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_THAT(Dims(b.model(), "w2"), ElementsAre(8, 4));
+  ExpectValidOnnx(b.model());
+}
+
+TEST(OnnxChannelPruning, SharedWeightIsLeftAlone) {
+  GraphBuilder b;
+  b.Input("x", {2, 8}).Output("y", {2, 8});
+  b.Weight("w", {8, 8}, 1).Weight("head", {8, 8}, 2);
+  b.Node("MatMul", {"x", "w"}, {"h1"});
+  b.Node("MatMul", {"h1", "w"}, {"h2"});
+  b.Node("MatMul", {"h2", "head"}, {"y"});
+  auto result = PruneChannelsPhysically(b.model(), Half());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_THAT(result->groups, IsEmpty());
+  EXPECT_THAT(Dims(b.model(), "w"), ElementsAre(8, 8));
+  EXPECT_THAT(result->notes, ::testing::Contains(HasSubstr("shared")));
+}
+
+TEST(OnnxChannelPruning, ChannelsIntoReshapeAreLeftAlone) {
+  GraphBuilder b;
+  b.Input("x", {1, 3, 4, 4}).Output("y", {1, 10});
+  b.Weight("c.w", {8, 3, 3, 3}, 1).Weight("fc.w", {128, 10}, 2);
+  onnx::TensorProto* shape = b.model().mutable_graph()->add_initializer();
+  shape->set_name("shape");
+  shape->set_data_type(onnx::TensorProto::INT64);
+  shape->add_dims(2);
+  shape->add_int64_data(1);
+  shape->add_int64_data(128);
+  b.Conv("x", "c", "c.w");
+  b.Node("Reshape", {"c", "shape"}, {"flat"});
+  b.Node("MatMul", {"flat", "fc.w"}, {"y"});
+  auto result = PruneChannelsPhysically(b.model(), Half());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_THAT(result->groups, IsEmpty());
+  EXPECT_THAT(Dims(b.model(), "c.w"), ElementsAre(8, 3, 3, 3));
+  EXPECT_THAT(result->notes, ::testing::Contains(AllOf(HasSubstr("c.w"), HasSubstr("Reshape"))));
+  ExpectValidOnnx(b.model());
+}
+
 TEST(OnnxChannelPruning, UnselectedProducerIsUntouched) {
   GraphBuilder b = Mlp({});
   ChannelPruningOptions options = Half();

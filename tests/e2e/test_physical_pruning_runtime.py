@@ -1,0 +1,223 @@
+"""Structured pruning in physical mode: the ONNX graph really shrinks and still runs.
+
+Models come from torch (an MLP, and a CNN with BatchNormalization and a
+residual block), exported twice: with BatchNormalization kept as its own node,
+and in eval mode where the exporter folds it into the convolutions. The
+server removes half of every prunable group's channels.
+
+What the pruned model must compute: exactly the original model with the
+removed channels' input weights zeroed in every consumer. That is the honest
+reference: zeroing only the producers' weights ("mask" mode) is a different
+model whenever a removed channel still emits a constant (its bias, the
+BatchNormalization shift). The removed channels are recovered from the output
+itself: every kept weight value is copied unchanged, so each one points back
+to its place in the original.
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+from onnx import numpy_helper
+
+import ort_runner
+from server_process import server_binary
+
+FRACTION = 0.5
+OPTIONS = {"norm": "l2", "structured_mode": "physical"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runtime():
+    if not os.path.exists(server_binary()):
+        pytest.skip(f"no bonsai-server at {server_binary()}; set BONSAI_SERVER or build it")
+    try:
+        ort_runner.check_runtime()
+    except ort_runner.RuntimeMissing as err:
+        pytest.fail(str(err))  # a broken test machine, not a reason to skip
+
+
+# ---------------------------------------------------------------- models
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(32, 64)
+        self.fc2 = nn.Linear(64, 48)
+        self.fc3 = nn.Linear(48, 10)
+
+    def forward(self, x):
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class ResidualCNN(nn.Module):
+    """stem -> residual block (conv-bn-relu-conv-bn + skip) -> strided conv -> pool -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.conv1 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.down = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        s = self.stem(x)
+        y = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(s))))) + s)
+        y = self.down(y)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+def _randomized(model: nn.Module, seed: int) -> nn.Module:
+    """Random weights and BatchNormalization statistics, so no layer is an identity."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=generator) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) + 0.5)
+    return model.eval()
+
+
+def export(model: nn.Module, input_shape, keep_batchnorm: bool) -> bytes:
+    # PRESERVE keeps the model's eval mode but skips the eval-mode peephole
+    # that folds BatchNormalization into the preceding Conv.
+    kwargs = (dict(training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
+              if keep_batchnorm else dict(training=torch.onnx.TrainingMode.EVAL, do_constant_folding=True))
+    buffer = io.BytesIO()
+    torch.onnx.export(model, torch.zeros(input_shape), buffer, opset_version=13,
+                      input_names=["input"], output_names=["output"], **kwargs)
+    return buffer.getvalue()
+
+
+CASES = {
+    "mlp": (lambda: _randomized(MLP(), 1), (4, 32), False),
+    "cnn_batchnorm_kept": (lambda: _randomized(ResidualCNN(), 2), (2, 3, 16, 16), True),
+    "cnn_batchnorm_folded": (lambda: _randomized(ResidualCNN(), 2), (2, 3, 16, 16), False),
+}
+
+
+# ---------------------------------------------------------------- reference
+
+def _initializers(model: onnx.ModelProto) -> dict:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def _weight_name(model: onnx.ModelProto, name: str) -> str:
+    """The initializer behind `name`, also when read through Identity."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    while name in producers and producers[name].op_type == "Identity":
+        name = producers[name].input[0]
+    return name
+
+
+def kept_indices(original: np.ndarray, pruned: np.ndarray, axis: int) -> list:
+    """Which original indices along `axis` the pruned tensor kept, from its values."""
+    places = {}
+    for index, value in np.ndenumerate(original):
+        places.setdefault(value.item(), []).append(index)
+    kept = [None] * pruned.shape[axis]
+    for index, value in np.ndenumerate(pruned):
+        found = places.get(value.item(), [])
+        if len(found) == 1:
+            kept[index[axis]] = found[0][axis]
+    assert None not in kept, "a kept channel's values are not in the original"
+    return kept
+
+
+def _input_axis(node: onnx.NodeProto) -> int:
+    """Axis of the weight (input 1) that runs over the node's input channels."""
+    if node.op_type == "Conv":
+        return 1
+    trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+    return 1 if node.op_type == "Gemm" and trans_b else 0
+
+
+def consumer_masked_reference(original_bytes: bytes, pruned_bytes: bytes) -> bytes:
+    """The original with every consumer's removed input channels zeroed."""
+    original, pruned = onnx.load_from_string(original_bytes), onnx.load_from_string(pruned_bytes)
+    before, after = _initializers(original), _initializers(pruned)
+    masked = dict(before)
+    for node in original.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        name = _weight_name(original, node.input[1])
+        if name not in before or before[name].ndim < 2:
+            continue
+        axis = _input_axis(node)
+        if after[name].shape[axis] == before[name].shape[axis]:
+            continue
+        removed = sorted(set(range(before[name].shape[axis])) - set(kept_indices(before[name], after[name], axis)))
+        weight = masked[name].copy()
+        np.moveaxis(weight, axis, 0)[removed] = 0
+        masked[name] = weight
+    for tensor in original.graph.initializer:
+        tensor.CopyFrom(numpy_helper.from_array(masked[tensor.name], tensor.name))
+    return original.SerializeToString()
+
+
+def check_physically_pruned(original_bytes: bytes, pruned_bytes: bytes, input_shape) -> None:
+    pruned = onnx.load_from_string(pruned_bytes)
+    onnx.checker.check_model(pruned, full_check=True)
+    original = onnx.load_from_string(original_bytes)
+    before, after = _initializers(original), _initializers(pruned)
+    params_before = sum(a.size for a in before.values())
+    params_after = sum(a.size for a in after.values())
+    assert params_after < 0.6 * params_before, "half the channels should take most parameters with them"
+    # The file shrinks with its parameters (names and graph are the rest).
+    assert len(pruned_bytes) / len(original_bytes) == pytest.approx(params_after / params_before, abs=0.05)
+
+    x = np.random.default_rng(5).standard_normal(input_shape).astype(np.float32)
+    got = ort_runner.run_onnx(pruned_bytes, {"input": x})["output"]
+    want = ort_runner.run_onnx(consumer_masked_reference(original_bytes, pruned_bytes), {"input": x})["output"]
+    dense = ort_runner.run_onnx(original_bytes, {"input": x})["output"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(got, dense, rtol=1e-3, atol=1e-4), "pruning changed nothing"
+
+
+def check_lowest_l2_norms_removed(original_bytes: bytes, pruned_bytes: bytes, names) -> None:
+    """Producers in a group of their own lose their lowest-norm output channels."""
+    before = _initializers(onnx.load_from_string(original_bytes))
+    after = _initializers(onnx.load_from_string(pruned_bytes))
+    for name, out_axis in names:
+        w = np.moveaxis(before[name], out_axis, 0)
+        norms = np.sqrt((w.reshape(w.shape[0], -1).astype(np.float64) ** 2).sum(axis=1))
+        kept = kept_indices(before[name], after[name], out_axis)
+        expected = sorted(np.argsort(norms, kind="stable")[round(FRACTION * len(norms)):])
+        assert kept == expected, name
+
+
+# ---------------------------------------------------------------- tests
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_physical_pruning_shrinks_graph_and_matches_consumer_masked_model_in_onnxruntime(client, case):
+    build, input_shape, keep_batchnorm = CASES[case]
+    original = export(build(), input_shape, keep_batchnorm)
+    if keep_batchnorm:
+        assert any(n.op_type == "BatchNormalization" for n in onnx.load_from_string(original).graph.node)
+    result = client.compress(original, method="structured", sparsity=FRACTION, options=OPTIONS)
+    check_physically_pruned(original, result.model, input_shape)
+    totals = result.report.totals
+    pruned_params = sum(a.size for a in _initializers(onnx.load_from_string(result.model)).values())
+    assert totals.params_after == pruned_params
+    assert 0 < totals.macs_after < totals.macs_before
+
+
+def test_each_neuron_group_loses_its_lowest_l2_norm_neurons(client):
+    build, input_shape, _ = CASES["mlp"]
+    original = export(build(), input_shape, False)
+    result = client.compress(original, method="structured", sparsity=FRACTION, options=OPTIONS)
+    # torch exports Linear as Gemm with transB=1: weights are [out, in].
+    check_lowest_l2_norms_removed(original, result.model, [("fc1.weight", 0), ("fc2.weight", 0)])
+    shapes = {t.name: list(t.shape_after) for t in result.report.tensors if t.shape_after}
+    assert shapes.get("fc1.weight") == [32, 32]
+    assert shapes.get("fc2.weight") == [24, 32]
