@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "server/api/admission.h"
 #include "server/api/call_outcome.h"
 #include "server/api/status_util.h"
 #include "server/observability/metrics.h"
@@ -80,17 +81,11 @@ absl::Status CompressReactor::HandleRequest() {
       }
       const bool is_model = request_.payload_case() == v1::CompressRequest::kModelChunk;
       const std::string& chunk = is_model ? request_.model_chunk() : request_.calibration_chunk();
-      if (chunk.size() > context_.options.max_chunk_bytes) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "a chunk of ", chunk.size(), " bytes is larger than the ",
-            context_.options.max_chunk_bytes, " bytes this server accepts; send 1 MiB chunks"));
-      }
       UploadBuffer& buffer = is_model ? model_ : calibration_;
-      if (absl::Status status = buffer.Append(chunk); !status.ok()) {
-        if (absl::IsResourceExhausted(status)) observability::RecordRejected("too_large");
+      if (absl::Status status = AcceptChunk(buffer, chunk, context_.options.max_chunk_bytes);
+          !status.ok()) {
         return status;
       }
-      observability::RecordReceivedBytes(chunk.size());
       const auto now = Clock::now();
       if (now - last_receive_progress_ >= kReceiveProgressInterval) {
         last_receive_progress_ = now;
@@ -122,17 +117,10 @@ absl::Status CompressReactor::HandleSpec(const v1::CompressionSpec& spec) {
   for (UploadBuffer* buffer : {&model_, &calibration_}) {
     const uint64_t declared =
         buffer == &model_ ? spec.model_size_bytes() : spec.calibration_size_bytes();
-    if (absl::Status status = buffer->Declare(declared); !status.ok()) {
-      observability::RecordRejected("too_large");
-      return status;
-    }
+    if (absl::Status status = DeclareUpload(*buffer, declared); !status.ok()) return status;
   }
-  auto slot = context_.scheduler->Admit();
-  if (!slot.ok()) {
-    observability::RecordRejected(absl::IsUnavailable(slot.status()) ? "shutting_down"
-                                                                     : "queue_full");
-    return slot.status();
-  }
+  auto slot = AdmitCall(*context_.scheduler);
+  if (!slot.ok()) return slot.status();
   slot_ = std::move(*slot);
   phase_ = Phase::kReceiving;
   receive_start_ = last_receive_progress_ = Clock::now();

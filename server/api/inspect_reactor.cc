@@ -1,9 +1,8 @@
 #include "server/api/inspect_reactor.h"
 
-#include "absl/strings/str_cat.h"
+#include "server/api/admission.h"
 #include "server/api/status_util.h"
 #include "server/engine/inspect_job.h"
-#include "server/observability/metrics.h"
 
 namespace bonsai::api {
 
@@ -37,14 +36,9 @@ void InspectReactor::OnReadDone(bool ok) {
       FinishOnce(complete);
       return;
     }
-    if (!slot_) {
-      auto slot = context_.scheduler->Admit();
-      if (!slot.ok()) {
-        observability::RecordRejected(absl::IsUnavailable(slot.status()) ? "shutting_down"
-                                                                         : "queue_full");
-        FinishOnce(slot.status());
-        return;
-      }
+    if (!slot_) {  // no spec was sent: admit now
+      auto slot = AdmitCall(*context_.scheduler);
+      if (!slot.ok()) return FinishOnce(slot.status());
       slot_ = std::move(*slot);
     }
     context_.scheduler->Run([self = shared_from_this()] { self->RunJob(); });
@@ -66,32 +60,16 @@ absl::Status InspectReactor::HandleRequest() {
       }
       have_spec_ = true;
       spec_ = request_.spec();
-      if (auto status = model_.Declare(spec_.model_size_bytes()); !status.ok()) {
-        observability::RecordRejected("too_large");
+      if (auto status = DeclareUpload(model_, spec_.model_size_bytes()); !status.ok()) {
         return status;
       }
-      auto slot = context_.scheduler->Admit();
-      if (!slot.ok()) {
-        observability::RecordRejected(absl::IsUnavailable(slot.status()) ? "shutting_down"
-                                                                         : "queue_full");
-        return slot.status();
-      }
+      auto slot = AdmitCall(*context_.scheduler);
+      if (!slot.ok()) return slot.status();
       slot_ = std::move(*slot);
       return absl::OkStatus();
     }
     case v1::InspectRequest::kModelChunk: {
-      const std::string& chunk = request_.model_chunk();
-      if (chunk.size() > context_.options.max_chunk_bytes) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "a chunk of ", chunk.size(), " bytes is larger than the ",
-            context_.options.max_chunk_bytes, " bytes this server accepts; send 1 MiB chunks"));
-      }
-      if (auto status = model_.Append(chunk); !status.ok()) {
-        if (absl::IsResourceExhausted(status)) observability::RecordRejected("too_large");
-        return status;
-      }
-      observability::RecordReceivedBytes(chunk.size());
-      return absl::OkStatus();
+      return AcceptChunk(model_, request_.model_chunk(), context_.options.max_chunk_bytes);
     }
     case v1::InspectRequest::PAYLOAD_NOT_SET:
       break;
