@@ -62,6 +62,7 @@ struct WorkingGroup {
   std::vector<int> producer_order;
   std::vector<Site> sites;
   std::vector<std::string> activations;
+  std::vector<std::string> depthwise;
   std::vector<std::string> reasons;
 };
 
@@ -103,6 +104,7 @@ class Analyzer {
     }
     into.sites.insert(into.sites.end(), from.sites.begin(), from.sites.end());
     into.activations.insert(into.activations.end(), from.activations.begin(), from.activations.end());
+    into.depthwise.insert(into.depthwise.end(), from.depthwise.begin(), from.depthwise.end());
     into.reasons.insert(into.reasons.end(), from.reasons.begin(), from.reasons.end());
     from = WorkingGroup{};
   }
@@ -156,8 +158,12 @@ class Analyzer {
     int out_axis = 0;
     if (op == "Conv") {
       if (int64_t g = IntAttribute(node, "group", 1); g != 1) {
-        notes_.push_back(absl::StrCat(Describe(node), ": grouped convolution (group ", g,
-                                      ") left alone, and so are the channels it reads"));
+        // A depthwise Conv passes its input's channels through (Follow);
+        // other grouped ones are left alone.
+        if (!IsDepthwise(node, *weight)) {
+          notes_.push_back(absl::StrCat(Describe(node), ": grouped convolution (group ", g,
+                                        ") left alone, and so are the channels it reads"));
+        }
         return;
       }
       if (weight->dims_size() < 3) return;
@@ -181,9 +187,9 @@ class Analyzer {
     const int group = static_cast<int>(groups_.size());
     groups_.emplace_back();
     parent_.push_back(group);
-    groups_[group].producer_weights.push_back(weight->name());
+    groups_[group].producer_weights.push_back(weight->name().empty() ? node.input(1) : weight->name());
     groups_[group].producer_order.push_back(order);
-    AddSite(group, weight->name(), out_axis, SiteRole::kProducer);
+    AddSite(group, node.input(1), out_axis, SiteRole::kProducer);
     carrier.group = group;
     if (node.input_size() > 2 && !node.input(2).empty()) {
       if (op == "Conv") {
@@ -326,12 +332,14 @@ class Analyzer {
       return;
     }
     if (op == "Conv") {
-      if (int64_t g = IntAttribute(node, "group", 1); g != 1) {
+      if (IsDepthwise(node, *weight)) {
+        FollowDepthwise(node, carrier);
+      } else if (int64_t g = IntAttribute(node, "group", 1); g != 1) {
         Fail(carrier.group, absl::StrCat("channels feed ", Describe(node),
                                          ", a grouped convolution (group ", g, ")"));
-        return;
+      } else if (RequireAxisOne(node, carrier)) {
+        AddSite(carrier.group, node.input(1), 1, SiteRole::kConsumer);
       }
-      if (RequireAxisOne(node, carrier)) AddSite(carrier.group, weight->name(), 1, SiteRole::kConsumer);
       return;
     }
     if (carrier.from_end != 1 || weight->dims_size() != 2 ||
@@ -340,7 +348,29 @@ class Analyzer {
       return;
     }
     const int axis = (op == "Gemm" && IntAttribute(node, "transB", 0) != 0) ? 1 : 0;
-    AddSite(carrier.group, weight->name(), axis, SiteRole::kConsumer);
+    AddSite(carrier.group, node.input(1), axis, SiteRole::kConsumer);
+  }
+
+  // Depthwise (one filter per channel, W [C, 1, k...], group C): output
+  // channel c is input channel c filtered, so the channels pass through; the
+  // filters, the bias and the group attribute shrink with them.
+  static bool IsDepthwise(const onnx::NodeProto& node, const onnx::TensorProto& weight) {
+    const int64_t group = IntAttribute(node, "group", 1);
+    return group > 1 && weight.dims_size() >= 3 && weight.dims(0) == group && weight.dims(1) == 1;
+  }
+
+  void FollowDepthwise(const onnx::NodeProto& node, const Carrier& carrier) {
+    if (!RequireAxisOne(node, carrier)) return;
+    if (node.input_size() > 2 && !node.input(2).empty()) {
+      if (index_.Constant(node.input(2)) == nullptr) {
+        Fail(carrier.group, absl::StrCat(Describe(node), " has a non-constant bias"));
+        return;
+      }
+      AddSite(carrier.group, node.input(2), 0, SiteRole::kParameter);
+    }
+    AddSite(carrier.group, node.input(1), 0, SiteRole::kParameter);
+    groups_[Root(carrier.group)].depthwise.push_back(node.output(0));
+    Assign(node.output(0), carrier);
   }
 
   // An elementwise op with several non-constant inputs needs all of them to
@@ -377,6 +407,7 @@ class Analyzer {
                             [](const Site& s) { return s.role == SiteRole::kProducer; });
       group.sites = std::move(working.sites);
       group.activations = std::move(working.activations);
+      group.depthwise_outputs = std::move(working.depthwise);
       group.left_alone = absl::StrJoin(working.reasons, "; ");
       analysis.groups.push_back(std::move(group));
     }

@@ -34,12 +34,15 @@ struct ChannelGroup {
   int64_t channels = 0;
   std::vector<Site> sites;                // the producers' weights come first
   std::vector<std::string> activations;   // tensors whose channel dim shrinks
+  // Outputs of depthwise Convs the channels pass through: their `group`
+  // attribute becomes the new channel count.
+  std::vector<std::string> depthwise_outputs;
   std::string left_alone;                 // why it cannot be pruned; empty if it can
 };
 
 struct ChannelAnalysis {
   std::vector<ChannelGroup> groups;  // in the order of their first producer
-  // Producers that do not start a group at all (grouped Conv, non-FLOAT
+  // Producers that do not start a group at all (grouped non-depthwise Conv, non-FLOAT
   // weight, shared weight), with the reason.
   std::vector<std::string> notes;
 };

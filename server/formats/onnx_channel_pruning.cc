@@ -192,6 +192,11 @@ absl::Status ApplyPlans(GraphIndex& index, const std::vector<Plan>& plans,
       record.cuts.push_back({site.axis, site.role == SiteRole::kConsumer, plan.removed});
       record.shape_after.assign(tensor.dims().begin(), tensor.dims().end());
     }
+    for (const std::string& output : plan.group->depthwise_outputs) {
+      for (onnx::AttributeProto& attribute : *index.Producer(output)->mutable_attribute()) {
+        if (attribute.name() == "group") attribute.set_i(static_cast<int64_t>(plan.keep.size()));
+      }
+    }
     result.groups.push_back({plan.group->producer_weights, plan.channels,
                              plan.channels - static_cast<int64_t>(plan.removed.size()),
                              plan.removed});

@@ -1,15 +1,15 @@
 // Structured pruning that physically shrinks an ONNX graph: whole output
 // channels (Conv filters, Gemm/MatMul neurons) are removed from their
 // producers, from everything that carries them channel by channel (biases,
-// BatchNormalization, activations, pooling, per-channel constants) and from
-// the matching input channels of every consumer.
+// BatchNormalization, activations, pooling, per-channel constants, depthwise
+// convolutions) and from the matching input channels of every consumer.
 //
 // Channels that meet at a residual Add (or any elementwise op with two
 // non-constant inputs) must keep the same indices on both sides, so their
 // producers form one group and share one choice, scored by the sum of the
 // producers' per-channel norms. A group whose channels reach something this
 // pass does not follow channel by channel (Concat, Reshape, a graph output,
-// a grouped convolution, an unknown op, non-FLOAT or external data, a
+// a grouped (not depthwise) convolution, an unknown op, non-FLOAT or external data, a
 // shared initializer) is left whole, with a note that says why: the graph is
 // never broken to reach a target.
 //

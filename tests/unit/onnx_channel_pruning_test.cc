@@ -423,17 +423,43 @@ TEST(OnnxChannelPruning, ConcatLeavesBothBranchesAlone) {
   ExpectValidOnnx(b.model());
 }
 
-TEST(OnnxChannelPruning, DepthwiseConvIsLeftAloneWithNote) {
+TEST(OnnxChannelPruning, DepthwiseConvPassesChannelsThroughAndShrinksItsGroup) {
   GraphBuilder b;
   b.Input("x", {1, 3, 6, 6}).Output("y", {1, 4, 6, 6});
-  b.Weight("pw.w", {8, 3, 1, 1}, 1).Weight("dw.w", {8, 1, 3, 3}, 2).Weight("head.w", {4, 8, 1, 1}, 3);
+  b.Weight("pw.w", {8, 3, 1, 1}, 1).Weight("dw.w", {8, 1, 3, 3}, 2).Weight("dw.b", {8}, 3);
+  b.Weight("head.w", {4, 8, 1, 1}, 4);
   b.Conv("x", "pw", "pw.w", "", 1);
-  b.Conv("pw", "dw", "dw.w", "", 3, 8);
-  b.Conv("dw", "y", "head.w", "", 1);
+  b.Conv("pw", "dw", "dw.w", "dw.b", 3, 8);
+  b.Node("Relu", {"dw"}, {"r"});
+  b.Conv("r", "y", "head.w", "", 1);
+  const onnx::ModelProto original = b.model();
+  auto result = PruneChannelsPhysically(b.model(), Half());
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->groups.size(), 1u);
+  EXPECT_THAT(result->groups[0].producer_weights, ElementsAre("pw.w"));
+  EXPECT_THAT(Dims(b.model(), "pw.w"), ElementsAre(4, 3, 1, 1));
+  EXPECT_THAT(Dims(b.model(), "dw.w"), ElementsAre(4, 1, 3, 3));
+  EXPECT_THAT(Dims(b.model(), "dw.b"), ElementsAre(4));
+  EXPECT_THAT(Dims(b.model(), "head.w"), ElementsAre(4, 4, 1, 1));
+  EXPECT_EQ(channels::IntAttribute(b.model().graph().node(1), "group", 0), 4);
+  EXPECT_EQ(result->macs_after, (4u * 3 + 4 * 9 + 4 * 4) * 36);
+  ExpectValidOnnx(b.model());
+  const DenseMap inputs = {{"x", Input({1, 3, 6, 6}, 7)}};
+  EXPECT_LT(MaxDifference(RunTiny(b.model(), inputs),
+                          RunTiny(ZeroCuts(original, *result, Zero::kConsumerInputs), inputs)), 1e-5);
+}
+
+TEST(OnnxChannelPruning, GroupedConvIsLeftAloneWithNote) {
+  GraphBuilder b;
+  b.Input("x", {1, 3, 6, 6}).Output("y", {1, 4, 6, 6});
+  b.Weight("pw.w", {8, 3, 1, 1}, 1).Weight("g.w", {8, 4, 3, 3}, 2).Weight("head.w", {4, 8, 1, 1}, 3);
+  b.Conv("x", "pw", "pw.w", "", 1);
+  b.Conv("pw", "g", "g.w", "", 3, 2);
+  b.Conv("g", "y", "head.w", "", 1);
   auto result = PruneChannelsPhysically(b.model(), Half());
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_THAT(result->groups, IsEmpty());
-  EXPECT_THAT(result->notes, ::testing::Contains(HasSubstr("grouped convolution (group 8)")));
+  EXPECT_THAT(result->notes, ::testing::Contains(HasSubstr("grouped convolution (group 2)")));
   EXPECT_THAT(result->notes, ::testing::Contains(AllOf(HasSubstr("pw.w"), HasSubstr("grouped"))));
   ExpectValidOnnx(b.model());
 }
