@@ -1,5 +1,6 @@
 #include "server/observability/grpc_metrics_interceptor.h"
 
+#include <grpcpp/server_context.h>
 #include <grpcpp/support/interceptor.h>
 #include <grpcpp/support/status.h>
 
@@ -22,19 +23,17 @@ using prometheus::Counter;
 using prometheus::Histogram;
 using prometheus::Labels;
 
+// The spelling of go-grpc-prometheus (Go's codes.Code.String()), which the
+// usual gRPC dashboards and alerts match on: grpc_code=~"Unknown|Internal|...".
 constexpr std::array<const char*, 17> kCodeNames = {
-    "OK",           "CANCELED",           "UNKNOWN",        "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED", "NOT_FOUND",     "ALREADY_EXISTS", "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-    "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",    "DATA_LOSS",
-    "UNAUTHENTICATED"};
+    "OK",         "Canceled",          "Unknown",      "InvalidArgument", "DeadlineExceeded",
+    "NotFound",   "AlreadyExists",     "PermissionDenied", "ResourceExhausted",
+    "FailedPrecondition", "Aborted",   "OutOfRange",   "Unimplemented",   "Internal",
+    "Unavailable", "DataLoss",         "Unauthenticated"};
 
-// go-grpc-prometheus spells the client-cancelled code "Canceled" in its own
-// way; we keep gRPC's canonical upper-case names, as grpc-java and the
-// OpenCensus views do, and a dashboard matches grpc_code!="OK".
 std::string CodeName(grpc::StatusCode code) {
   const auto i = static_cast<size_t>(code);
-  return i < kCodeNames.size() ? kCodeNames[i] : "UNKNOWN";
+  return i < kCodeNames.size() ? kCodeNames[i] : "Unknown";
 }
 
 const char* TypeName(ServerRpcInfo::Type type) {
@@ -109,7 +108,9 @@ bool IsKnownMethod(const std::string& service, const std::string& method) {
 class MetricsInterceptor : public grpc::experimental::Interceptor {
  public:
   explicit MetricsInterceptor(ServerRpcInfo* info)
-      : start_(std::chrono::steady_clock::now()), labels_(LabelsOf(info)) {
+      : start_(std::chrono::steady_clock::now()),
+        labels_(LabelsOf(info)),
+        context_(info->server_context()) {
     auto& f = Families();
     f.started.Add(labels_).Increment();
     received_ = &f.msg_received.Add(labels_);
@@ -129,7 +130,12 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
       sent_->Increment();
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
-      RecordHandled(methods->GetSendStatus().error_code());
+      // A handler that notices the client left still finishes with a status
+      // of its own (its read failed, say), which the client never sees; what
+      // happened to the call is that it was cancelled.
+      RecordHandled(context_ != nullptr && context_->IsCancelled()
+                        ? grpc::StatusCode::CANCELLED
+                        : methods->GetSendStatus().error_code());
     }
     methods->Proceed();
   }
@@ -161,6 +167,7 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
 
   const std::chrono::steady_clock::time_point start_;
   const Labels labels_;
+  grpc::ServerContextBase* const context_;
   Counter* received_ = nullptr;
   Counter* sent_ = nullptr;
   std::atomic<bool> handled_{false};

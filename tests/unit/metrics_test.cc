@@ -125,7 +125,7 @@ TEST(GrpcMetricsInterceptorTest, CountsStartedHandledAndCodes) {
   EXPECT_THAT(text, HasSubstr("grpc_server_started_total{" + labels + "} 2"));
   EXPECT_THAT(text, HasSubstr(R"(grpc_server_handled_total{grpc_code="OK",)" + labels + "} 1"));
   EXPECT_THAT(text,
-              HasSubstr(R"(grpc_server_handled_total{grpc_code="NOT_FOUND",)" + labels + "} 1"));
+              HasSubstr(R"(grpc_server_handled_total{grpc_code="NotFound",)" + labels + "} 1"));
   EXPECT_THAT(text, HasSubstr("grpc_server_handling_seconds_count{" + labels + "} 2"));
   EXPECT_THAT(text, HasSubstr("grpc_server_msg_received_total{" + labels + "} 2"));
   EXPECT_THAT(text, HasSubstr("grpc_server_msg_sent_total{" + labels + "}"));
