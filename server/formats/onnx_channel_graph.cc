@@ -85,6 +85,15 @@ int GraphIndex::UseCount(const std::string& name) const {
   return count;
 }
 
+bool GraphIndex::ConstantUsedOnce(const std::string& name) const {
+  if (UseCount(name) != 1) return false;
+  const onnx::NodeProto* node = Producer(name);
+  if (node != nullptr && node->op_type() == "Identity" && node->input_size() == 1) {
+    return ConstantUsedOnce(node->input(0));
+  }
+  return true;
+}
+
 int64_t IntAttribute(const onnx::NodeProto& node, const std::string& name, int64_t fallback) {
   for (const onnx::AttributeProto& attribute : node.attribute()) {
     if (attribute.name() == name) return attribute.i();

@@ -39,6 +39,9 @@ class GraphIndex {
   const std::vector<Use>& Consumers(const std::string& name) const;
   // Node inputs that name `name`, in this graph and in its subgraphs.
   int UseCount(const std::string& name) const;
+  // The constant `name` and every Identity it is read through are used
+  // once, so cutting it changes nothing else.
+  bool ConstantUsedOnce(const std::string& name) const;
   bool IsGraphOutput(const std::string& name) const { return outputs_.contains(name); }
   // Read by a node of an If/Loop/Scan body, where we do not follow it.
   bool UsedInSubgraph(const std::string& name) const { return subgraph_uses_.contains(name); }

@@ -179,8 +179,8 @@ class Analyzer {
       notes_.push_back(absl::StrCat(Describe(node), ": left alone: ", readable.message()));
       return;
     }
-    if (index_.UseCount(weight->name()) != 1) {
-      notes_.push_back(absl::StrCat(Describe(node), ": left alone: weight '", weight->name(),
+    if (!index_.ConstantUsedOnce(node.input(1))) {
+      notes_.push_back(absl::StrCat(Describe(node), ": left alone: weight '", node.input(1),
                                     "' is shared with other nodes"));
       return;
     }

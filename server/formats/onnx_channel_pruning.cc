@@ -60,8 +60,7 @@ absl::StatusOr<int64_t> ValidateGroup(const GraphIndex& index, const ChannelGrou
     if (absl::Status readable = channels::CheckFloatReadable(*tensor); !readable.ok()) {
       return readable;
     }
-    if (index.UseCount(site.tensor) != 1 ||
-        (!tensor->name().empty() && tensor->name() != site.tensor && index.UseCount(tensor->name()) != 1)) {
+    if (!index.ConstantUsedOnce(site.tensor)) {
       return absl::FailedPreconditionError(
           absl::StrCat("'", site.tensor, "' is shared with other nodes"));
     }

@@ -553,6 +553,63 @@ TEST(OnnxChannelPruning, ChannelsIntoReshapeAreLeftAlone) {
   ExpectValidOnnx(b.model());
 }
 
+TEST(OnnxChannelPruning, WeightInConstantNodeIsCut) {
+  GraphBuilder b = Mlp({});
+  // Move w1 from the initializers into a Constant node, as some exporters do.
+  auto* inits = b.model().mutable_graph()->mutable_initializer();
+  onnx::TensorProto w1 = inits->Get(0);
+  inits->DeleteSubrange(0, 1);
+  onnx::NodeProto constant;
+  constant.set_op_type("Constant");
+  constant.add_output("w1");
+  onnx::AttributeProto* value = constant.add_attribute();
+  value->set_name("value");
+  value->set_type(onnx::AttributeProto::TENSOR);
+  *value->mutable_t() = w1;
+  value->mutable_t()->clear_name();
+  auto* nodes = b.model().mutable_graph()->mutable_node();
+  *nodes->Add() = constant;
+  std::rotate(nodes->begin(), nodes->end() - 1, nodes->end());
+  const onnx::ModelProto original = b.model();
+  auto result = PruneChannelsPhysically(b.model(), Half());
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->groups.size(), 1u);
+  EXPECT_THAT(result->groups[0].producer_weights, ElementsAre("w1"));
+  EXPECT_EQ(b.model().graph().node(0).attribute(0).t().dims(0), 8);
+  EXPECT_THAT(Dims(b.model(), "w2"), ElementsAre(8, 4));
+  ExpectValidOnnx(b.model());
+}
+
+TEST(OnnxChannelPruning, InitializerListedAsGraphInputGetsItsNewShape) {
+  GraphBuilder b = Mlp({});
+  b.Input("w2", {16, 4});  // as exporters for IR < 4 list every initializer
+  auto result = PruneChannelsPhysically(b.model(), Half());
+  ASSERT_TRUE(result.ok()) << result.status();
+  const auto& shape = b.model().graph().input(1).type().tensor_type().shape();
+  ASSERT_EQ(shape.dim_size(), 2);
+  EXPECT_EQ(shape.dim(0).dim_value(), 8);
+  ExpectValidOnnx(b.model());
+}
+
+TEST(OnnxChannelPruning, UnknownSpatialSizeCountsConvMacsPerPosition) {
+  GraphBuilder b = ConvBnReluConv();
+  auto* dims = b.model().mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()
+                   ->mutable_shape()->mutable_dim();
+  dims->Mutable(2)->set_dim_param("height");
+  dims->Mutable(3)->set_dim_param("width");
+  auto* out = b.model().mutable_graph()->mutable_output(0)->mutable_type()->mutable_tensor_type()
+                  ->mutable_shape()->mutable_dim();
+  out->Mutable(2)->set_dim_param("height");
+  out->Mutable(3)->set_dim_param("width");
+  auto result = PruneChannelsPhysically(b.model(), Half());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->macs_per_position);
+  EXPECT_EQ(result->macs_before, 8u * 3 * 9 + 4 * 8);
+  EXPECT_EQ(result->macs_after, 4u * 3 * 9 + 4 * 4);
+  EXPECT_THAT(Dims(b.model(), "c2.w"), ElementsAre(4, 4, 1, 1));
+  ExpectValidOnnx(b.model());
+}
+
 TEST(OnnxChannelPruning, UnselectedProducerIsUntouched) {
   GraphBuilder b = Mlp({});
   ChannelPruningOptions options = Half();
