@@ -183,29 +183,27 @@ std::optional<PackedTensor> PackSigns(const SafetensorsEntry& entry, const unsig
   auto* codes = reinterpret_cast<unsigned char*>(packed.parts[0].bytes.data());
   std::vector<float> scales(channels.count, 0.0f);
   std::vector<bool> known(channels.count, false);
+  const unsigned bits = ternary ? 2 : 1;
   for (uint64_t i = 0; i < entry.count; ++i) {
     const unsigned char* element = data + i * width;
     const float value = DecodeOne(entry.dtype, element);
-    unsigned code;
+    const bool negative = std::signbit(value);
+    unsigned code = negative ? 1 : 0;  // binary: the sign bit
+    float expected;
     if (ternary && value == 0.0f) {
-      code = std::signbit(value) ? 3 : 0;
-      if (!EncodesTo(entry.dtype, code == 3 ? -0.0f : 0.0f, element)) return std::nullopt;
+      code = negative ? 3 : 0;
+      expected = negative ? -0.0f : 0.0f;
     } else {
       const uint64_t c = channels.Of(i);
       if (!known[c]) {
         scales[c] = std::fabs(value);
         known[c] = true;
       }
-      code = std::signbit(value) ? (ternary ? 2 : 1) : 1;
-      if (!EncodesTo(entry.dtype, std::signbit(value) ? -scales[c] : scales[c], element)) {
-        return std::nullopt;
-      }
+      expected = negative ? -scales[c] : scales[c];
+      if (ternary) code = negative ? 2 : 1;
     }
-    if (ternary) {
-      codes[i / 4] |= static_cast<unsigned char>(code << (2 * (i % 4)));
-    } else if (code == 1 && std::signbit(value)) {
-      codes[i / 8] |= static_cast<unsigned char>(1u << (i % 8));
-    }
+    if (!EncodesTo(entry.dtype, expected, element)) return std::nullopt;
+    codes[i * bits / 8] |= static_cast<unsigned char>(code << (i * bits % 8));
   }
   std::memcpy(packed.parts[1].bytes.data(), scales.data(), channels.count * 4);
   NameParts(entry, packed);
