@@ -1,0 +1,117 @@
+// Throughput of the one-pass methods of issue 3 (N:M, binarize, ternarize)
+// through CreateMethod + Apply, as the engine calls them, on float32
+// weights of PyTorch layout [out, in]; printed as one JSON object for
+// bench/run_all.py, in GB/s of float32 weights (best of --repeats, each on a
+// fresh copy of the weights).
+//
+//   elementwise_methods_bench [--tensors 4] [--rows 4096] [--cols 4096] [--repeats 3]
+#include <time.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "server/formats/model.h"
+#include "server/methods/method.h"
+#include "server/tensor/float_tensor.h"
+
+namespace {
+
+namespace methods = bonsai::methods;
+using bonsai::tensor::FloatTensor;
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void Fail(const std::string& message) {
+  std::fprintf(stderr, "elementwise_methods_bench: %s\n", message.c_str());
+  std::exit(1);
+}
+
+double CpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+struct Case {
+  std::string name;
+  methods::MethodConfig config;
+};
+
+struct Timing {
+  double seconds = 1e300, cpu_seconds = 1e300;
+};
+
+Timing Measure(const Case& c, const std::vector<bonsai::formats::TensorInfo>& infos,
+               const std::vector<FloatTensor>& originals, int repeats) {
+  Timing best;
+  for (int r = 0; r < repeats; ++r) {
+    std::vector<FloatTensor> weights = originals;
+    const auto start = Clock::now();
+    const double cpu_start = CpuSeconds();
+    auto method = methods::CreateMethod(c.config);
+    if (!method.ok()) Fail(method.status().ToString());
+    for (size_t i = 0; i < weights.size(); ++i) {
+      auto outcome = (*method)->Apply({&infos[i], &weights[i], c.config.sparsity, nullptr},
+                                      [](double) { return true; });
+      if (!outcome.ok()) Fail(c.name + ": " + outcome.status().ToString());
+    }
+    best.seconds = std::min(best.seconds,
+                            std::chrono::duration<double>(Clock::now() - start).count());
+    best.cpu_seconds = std::min(best.cpu_seconds, CpuSeconds() - cpu_start);
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t tensors = 4, rows = 4096, cols = 4096;
+  int repeats = 3;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i + 1 >= argc) Fail("missing value after " + arg);
+    const long long value = std::stoll(argv[++i]);
+    if (arg == "--tensors") tensors = value;
+    else if (arg == "--rows") rows = value;
+    else if (arg == "--cols") cols = value;
+    else if (arg == "--repeats") repeats = static_cast<int>(value);
+    else Fail("unknown argument " + arg);
+  }
+
+  std::mt19937 rng(0);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<bonsai::formats::TensorInfo> infos(tensors);
+  std::vector<FloatTensor> originals(tensors);
+  for (int64_t t = 0; t < tensors; ++t) {
+    infos[t].name = absl::StrFormat("layers.%d.weight", t);
+    infos[t].shape = {rows, cols};
+    infos[t].dtype = bonsai::tensor::DType::kF32;
+    infos[t].params = rows * cols;
+    infos[t].layout = bonsai::formats::WeightLayout{0, 1};
+    originals[t].shape = {rows, cols};
+    originals[t].values.resize(rows * cols);
+    for (float& v : originals[t].values) v = normal(rng);
+  }
+  const double bytes = 4.0 * tensors * rows * cols;
+
+  methods::MethodConfig nm{.method = "nm", .n = 2, .m = 4};
+  const std::vector<Case> cases = {
+      {"nm_2_4", nm}, {"binarize", {.method = "binarize"}}, {"ternarize", {.method = "ternarize"}}};
+  std::string out = absl::StrFormat("{\"bytes\": %.0f, \"tensors\": %d, \"rows\": %d, \"cols\": %d",
+                                    bytes, tensors, rows, cols);
+  for (const Case& c : cases) {
+    const Timing t = Measure(c, infos, originals, repeats);
+    absl::StrAppendFormat(&out,
+                          ", \"%s\": {\"seconds\": %.6f, \"cpu_seconds\": %.6f, \"gb_s\": %.4f, "
+                          "\"cpu_gb_s\": %.4f}",
+                          c.name, t.seconds, t.cpu_seconds, bytes / 1e9 / t.seconds,
+                          bytes / 1e9 / t.cpu_seconds);
+  }
+  std::printf("%s}\n", out.c_str());
+  return 0;
+}
