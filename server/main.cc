@@ -3,6 +3,9 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <chrono>
 #include <cstdio>
@@ -45,21 +48,31 @@ int WorkerCount() {
   return cores > 0 ? static_cast<int>(cores) : 1;
 }
 
-// Blocks SIGTERM/SIGINT in every thread (threads inherit the mask) so that
-// only WaitForSignal receives them.
-sigset_t BlockStopSignals() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  return signals;
+// SIGTERM/SIGINT write to a pipe that one thread waits on. A handler, not a
+// blocked-signal mask: OpenBLAS starts threads when it loads, before main
+// could block anything, and a signal delivered to one of those would take
+// the default action and kill the process.
+int stop_pipe[2] = {-1, -1};
+
+void OnStopSignal(int signal_number) {
+  const char byte = static_cast<char>(signal_number);
+  [[maybe_unused]] ssize_t written = write(stop_pipe[1], &byte, 1);
 }
 
-int WaitForSignal(const sigset_t& signals) {
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
-  return signal_number;
+bool InstallStopHandlers() {
+  if (pipe(stop_pipe) != 0) return false;
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  return sigaction(SIGTERM, &action, nullptr) == 0 && sigaction(SIGINT, &action, nullptr) == 0;
+}
+
+int WaitForStopSignal() {
+  char byte = 0;
+  while (read(stop_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+  }
+  return byte;
 }
 
 // Stops taking jobs, lets running ones finish within the grace period, then
@@ -87,7 +100,10 @@ int main(int argc, char** argv) {
       "bonsai-server: a gRPC service that prunes, sparsifies and binarizes ONNX and "
       "safetensors models.\nUsage: bonsai-server [--listen=0.0.0.0:50051] [--workers=N] ...");
   absl::ParseCommandLine(argc, argv);
-  const sigset_t stop_signals = BlockStopSignals();
+  if (!InstallStopHandlers()) {
+    bonsai::observability::LogError("could not install the SIGTERM/SIGINT handlers");
+    return 1;
+  }
 
   const int workers = WorkerCount();
   int max_queued = absl::GetFlag(FLAGS_max_queued_jobs);
@@ -141,7 +157,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   std::thread signal_thread([&] {
-    const int signal_number = WaitForSignal(stop_signals);
+    const int signal_number = WaitForStopSignal();
     LogInfo(absl::StrCat("received signal ", signal_number, "; shutting down"));
     ShutDownGracefully(*server, scheduler, calls, absl::GetFlag(FLAGS_shutdown_grace_seconds));
   });
