@@ -12,6 +12,7 @@
 #include "server/formats/onnx_channel_graph.h"
 #include "server/formats/onnx_channel_groups.h"
 #include "server/formats/onnx_channel_shapes.h"
+#include "server/tensor/magnitude_select.h"
 
 namespace bonsai::formats {
 namespace {
@@ -146,7 +147,8 @@ std::vector<Plan> PlanGroups(const GraphIndex& index, const std::vector<ChannelG
       notes.push_back(absl::StrCat(GroupName(group), ": left alone: ", count.status().message()));
       continue;
     }
-    int64_t k = std::llround(options.fraction * static_cast<double>(*count));
+    // The same count as mask mode (half to even, like torch's round).
+    int64_t k = static_cast<int64_t>(tensor::PruneCount(options.fraction, *count));
     if (k >= *count) {
       k = *count - 1;
       notes.push_back(absl::StrCat(GroupName(group), ": kept one channel of ", *count));

@@ -2,19 +2,21 @@
 // channels (Conv filters, Gemm/MatMul neurons) are removed from their
 // producers, from everything that carries them channel by channel (biases,
 // BatchNormalization, activations, pooling, per-channel constants, depthwise
-// convolutions) and from the matching input channels of every consumer.
+// convolutions, Flatten after a global pool) and from the matching input
+// channels of every consumer.
 //
 // Channels that meet at a residual Add (or any elementwise op with two
 // non-constant inputs) must keep the same indices on both sides, so their
 // producers form one group and share one choice, scored by the sum of the
 // producers' per-channel norms. A group whose channels reach something this
 // pass does not follow channel by channel (Concat, Reshape, a graph output,
-// a grouped (not depthwise) convolution, an unknown op, non-FLOAT or external data, a
-// shared initializer) is left whole, with a note that says why: the graph is
-// never broken to reach a target.
+// a grouped but not depthwise convolution, an unknown op), or that would cut
+// a non-FLOAT, external or shared tensor, is left whole with a note that
+// says why: the graph is never broken to reach a target.
 //
 // What the result computes: exactly the original model with the removed
-// channels' input weights zeroed in every consumer (`consumer_cuts` below).
+// channels' input weights zeroed in every consumer (the cuts marked
+// `input_channels` below).
 // That is the honest reference. Zeroing only the producers' weights ("mask"
 // mode) is not the same model when a removed channel still emits a constant
 // (a bias, BatchNormalization's shift, Sigmoid(0) = 0.5) that the consumers
@@ -36,8 +38,8 @@ namespace bonsai::formats {
 enum class ChannelNorm { kL1, kL2 };
 
 struct ChannelPruningOptions {
-  // Share of each group's channels to remove: exactly round(fraction * C),
-  // but at least one channel is always kept.
+  // Share of each group's channels to remove: exactly round(fraction * C)
+  // (half to even, as tensor::PruneCount), but one channel is always kept.
   double fraction = 0.0;
   ChannelNorm norm = ChannelNorm::kL2;
   // Producer weights (Conv W, Gemm B, MatMul B) that may be pruned; a group
@@ -87,11 +89,11 @@ struct ChannelPruningResult {
   std::vector<std::string> notes;
 };
 
-// Prunes `model` in place. Errors (InvalidArgument for a model that is not a
-// valid graph) leave the model untouched: the graph is analysed and every
-// group validated before the first tensor changes. Afterwards, stale
-// value_info of the tensors that lost channels is removed so shape inference
-// recomputes it.
+// Prunes `model` in place. The graph is analysed and every group validated
+// before the first tensor changes, so an InvalidArgument (a fraction outside
+// [0, 1]) leaves the model untouched; an Internal error while cutting would be
+// a bug here and may leave it half cut. Afterwards, value_info of the tensors
+// that lost channels is removed so shape inference recomputes it.
 absl::StatusOr<ChannelPruningResult> PruneChannelsPhysically(
     onnx::ModelProto& model, const ChannelPruningOptions& options);
 

@@ -286,6 +286,20 @@ TEST(OnnxChannelPruning, EqualNormsRemoveLowerIndicesFirst) {
   ExpectValidOnnx(b.model());
 }
 
+TEST(OnnxChannelPruning, HalfChannelCountsRoundToEvenLikeMaskMode) {
+  for (int64_t channels : {5, 7}) {
+    GraphBuilder b;
+    b.Input("x", {1, 4}).Output("y", {1, 2});
+    b.Weight("w1", {4, channels}, 1).Weight("w2", {channels, 2}, 2);
+    b.Node("MatMul", {"x", "w1"}, {"h"});
+    b.Node("MatMul", {"h", "w2"}, {"y"});
+    auto result = PruneChannelsPhysically(b.model(), Half());
+    ASSERT_TRUE(result.ok()) << result.status();
+    // 2.5 -> 2 and 3.5 -> 4 removed (as torch's round): 3 kept either way.
+    EXPECT_THAT(Dims(b.model(), "w1"), ElementsAre(4, 3)) << channels;
+  }
+}
+
 TEST(OnnxChannelPruning, MatMulWithBiasAddShrinksWeightsAndBias) {
   GraphBuilder b;
   b.Input("x", {3, 8}).Output("y", {3, 4});
