@@ -1,9 +1,10 @@
 """Structured pruning in physical mode: the ONNX graph really shrinks and still runs.
 
 Models come from torch: an MLP; a CNN with BatchNormalization and a residual
-block, exported twice (BatchNormalization kept as its own node, and in eval
-mode where the exporter folds it into the convolutions); and a MobileNetV2
-inverted residual with a depthwise convolution. The
+block, and a small ResNet whose strided block has a Conv on its skip, each
+exported twice (BatchNormalization kept as its own node, and in eval mode
+where the exporter folds it into the convolutions); a MobileNetV2 inverted
+residual with a depthwise convolution; a transformer feed-forward block. The
 server removes half of every prunable group's channels.
 
 What the pruned model must compute: exactly the original model with the
@@ -94,6 +95,48 @@ class MobileBlockCNN(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
 
 
+class BasicBlock(nn.Module):
+    """ResNet's basic block; a strided one has a 1x1 Conv + BatchNorm on the skip."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.b2(self.c2(torch.relu(self.b1(self.c1(x)))))
+        return torch.relu(y + (x if self.down is None else self.down(x)))
+
+
+class SmallResNet(nn.Module):
+    """Residual stages where the strided block's skip Conv joins the next block's channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.MaxPool2d(2))
+        self.layers = nn.Sequential(BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 32, 1))
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
+
+
+class TransformerMLP(nn.Module):
+    """A transformer's feed-forward block on [batch, tokens, features]: MatMul + Add, GELU, skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln, self.fc1, self.fc2 = nn.LayerNorm(32), nn.Linear(32, 128), nn.Linear(128, 32)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x):
+        return self.head(x + self.fc2(nn.functional.gelu(self.fc1(self.ln(x)))))
+
+
 def _randomized(model: nn.Module, seed: int) -> nn.Module:
     """Random weights and BatchNormalization statistics, so no layer is an identity."""
     generator = torch.Generator().manual_seed(seed)
@@ -123,6 +166,9 @@ CASES = {
     "cnn_batchnorm_kept": (lambda: _randomized(ResidualCNN(), 2), (2, 3, 16, 16), True),
     "cnn_batchnorm_folded": (lambda: _randomized(ResidualCNN(), 2), (2, 3, 16, 16), False),
     "depthwise_batchnorm_kept": (lambda: _randomized(MobileBlockCNN(), 3), (2, 3, 12, 12), True),
+    "resnet_batchnorm_kept": (lambda: _randomized(SmallResNet(), 4), (2, 3, 16, 16), True),
+    "resnet_batchnorm_folded": (lambda: _randomized(SmallResNet(), 4), (2, 3, 16, 16), False),
+    "transformer_mlp": (lambda: _randomized(TransformerMLP(), 5), (2, 6, 32), False),
 }
 
 
