@@ -1,5 +1,6 @@
 #include "server/tensor/magnitude_select.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 
@@ -8,6 +9,39 @@ namespace {
 
 inline uint32_t MagnitudeBits(float v) {
   return std::bit_cast<uint32_t>(v) & 0x7fffffffu;
+}
+
+// The loops below come in a fixed-length form for whole blocks: with the
+// trip count known, the compiler vectorises them at -O2.
+constexpr size_t kFineBlock = 64;
+constexpr size_t kApplyChunk = 4096;
+
+template <size_t kLength>
+uint32_t CountInBucket(const float* values, uint32_t bucket) {
+  uint32_t count = 0;
+  for (size_t i = 0; i < kLength; ++i) count += (MagnitudeBits(values[i]) >> 16) == bucket;
+  return count;
+}
+
+void AddToFineHistogram(const float* values, size_t length, uint32_t bucket, uint64_t* hist) {
+  for (size_t i = 0; i < length; ++i) {
+    const uint32_t bits = MagnitudeBits(values[i]);
+    if ((bits >> 16) == bucket) ++hist[bits & 0xffffu];
+  }
+}
+
+// Zeroes the elements below `threshold`, branch-free (at 50% sparsity a
+// branch on it is a coin flip); counts them and the elements equal to it.
+template <size_t kLength>
+void ZeroBelow(float* values, size_t length, uint32_t threshold, uint32_t* below,
+               uint32_t* equal) {
+  const size_t n = kLength ? kLength : length;
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t bits = MagnitudeBits(values[i]);
+    *below += bits < threshold;
+    *equal += bits == threshold;
+    values[i] = bits < threshold ? 0.0f : values[i];
+  }
 }
 
 }  // namespace
@@ -34,14 +68,19 @@ void MagnitudeSelector::FinishCoarsePass() {
   }
 }
 
+// The bucket holds a small share of the weights (about 0.2% of normal
+// weights at 50% sparsity), so most blocks have none of them and are passed
+// over after a vectorised count.
 void MagnitudeSelector::ObserveFine(absl::Span<const float> values) {
   if (k_ == 0) return;
-  uint64_t* hist = fine_.data();
-  const uint32_t bucket = bucket_;
-  for (float v : values) {
-    const uint32_t bits = MagnitudeBits(v);
-    if ((bits >> 16) == bucket) ++hist[bits & 0xffffu];
+  const float* data = values.data();
+  size_t i = 0;
+  for (; i + kFineBlock <= values.size(); i += kFineBlock) {
+    if (CountInBucket<kFineBlock>(data + i, bucket_) > 0) {
+      AddToFineHistogram(data + i, kFineBlock, bucket_, fine_.data());
+    }
   }
+  AddToFineHistogram(data + i, values.size() - i, bucket_, fine_.data());
 }
 
 MagnitudeCut MagnitudeSelector::FinishFinePass() {
@@ -65,18 +104,29 @@ MagnitudeCut MagnitudeSelector::FinishFinePass() {
   return cut;  // unreachable when both passes saw the same data
 }
 
+// Ties (rare) are pruned in a second look at the same chunk, in index
+// order: ZeroBelow leaves elements equal to the threshold as they were and
+// turns the others it prunes into zeros, which equal the threshold only when
+// it is 0, and then nothing was below it.
 uint64_t MagnitudeMasker::Apply(absl::Span<float> values) {
   if (cut_.prune_nothing) return 0;
   uint64_t selected = 0;
   const uint32_t threshold = cut_.threshold_bits;
-  for (float& v : values) {
-    const uint32_t bits = MagnitudeBits(v);
-    if (bits < threshold) {
-      v = 0.0f;
-      ++selected;
-    } else if (bits == threshold && ties_left_ > 0) {
-      v = 0.0f;
+  for (size_t first = 0; first < values.size(); first += kApplyChunk) {
+    float* chunk = values.data() + first;
+    const size_t length = std::min(kApplyChunk, values.size() - first);
+    uint32_t below = 0, equal = 0;
+    if (length == kApplyChunk) {
+      ZeroBelow<kApplyChunk>(chunk, length, threshold, &below, &equal);
+    } else {
+      ZeroBelow<0>(chunk, length, threshold, &below, &equal);
+    }
+    selected += below;
+    for (size_t i = 0; equal > 0 && ties_left_ > 0 && i < length; ++i) {
+      if (MagnitudeBits(chunk[i]) != threshold) continue;
+      chunk[i] = 0.0f;
       --ties_left_;
+      --equal;
       ++selected;
     }
   }
