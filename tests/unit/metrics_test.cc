@@ -9,6 +9,7 @@
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <string>
@@ -22,6 +23,17 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
+
+// The value of one series in the exposition, or -1 when it is absent. Tests
+// compare before and after, since every test of the binary shares one registry.
+double Sample(const std::string& series) {
+  const std::string text = RenderMetricsText();
+  const std::string key = series + " ";
+  for (size_t at = text.find(key); at != std::string::npos; at = text.find(key, at + 1)) {
+    if (at == 0 || text[at - 1] == '\n') return std::stod(text.substr(at + key.size()));
+  }
+  return -1;
+}
 
 TEST(MetricsTest, ExpositionHasEveryFamilyBeforeTheFirstJob) {
   const std::string text = RenderMetricsText();
@@ -37,27 +49,36 @@ TEST(MetricsTest, ExpositionHasEveryFamilyBeforeTheFirstJob) {
 }
 
 TEST(MetricsTest, RecordedJobsAppearWithMethodFormatAndOutcome) {
+  const std::string ok = R"(bonsai_jobs_total{format="onnx",method="magnitude",outcome="ok"})";
+  const std::string cancelled =
+      R"(bonsai_jobs_total{format="safetensors",method="wanda",outcome="cancelled"})";
+  const std::string compress = R"(bonsai_job_stage_seconds_count{stage="compress"})";
+  const double ok_before = std::max(0.0, Sample(ok));
+  const double cancelled_before = std::max(0.0, Sample(cancelled));
+  const double compress_before = Sample(compress);
+  const double models_before = Sample("bonsai_model_bytes_count");
   RecordJob("magnitude", "onnx", JobOutcome::kOk);
   RecordJob("wanda", "safetensors", JobOutcome::kCancelled);
   RecordStageSeconds(JobStage::kCompress, 0.2);
   RecordModelBytes(4096);
   RecordCompressionRatio(2.5);
-  const std::string text = RenderMetricsText();
-  EXPECT_THAT(text, HasSubstr(R"(bonsai_jobs_total{format="onnx",method="magnitude",outcome="ok"} 1)"));
-  EXPECT_THAT(text,
-              HasSubstr(R"(format="safetensors",method="wanda",outcome="cancelled"} 1)"));
-  EXPECT_THAT(text, HasSubstr(R"(bonsai_job_stage_seconds_count{stage="compress"} 1)"));
-  EXPECT_THAT(text, HasSubstr("bonsai_model_bytes_count 1"));
-  EXPECT_THAT(text, HasSubstr("bonsai_compression_ratio_sum 2.5"));
+  EXPECT_EQ(Sample(ok), ok_before + 1);
+  EXPECT_EQ(Sample(cancelled), cancelled_before + 1);
+  EXPECT_EQ(Sample(compress), compress_before + 1);
+  EXPECT_EQ(Sample("bonsai_model_bytes_count"), models_before + 1);
+  EXPECT_GE(Sample("bonsai_compression_ratio_sum"), 2.5);
 }
 
 TEST(MetricsTest, UnknownLabelValuesCollapseToOther) {
+  const std::string other = R"(bonsai_rejected_total{reason="other"})";
+  const double other_before = std::max(0.0, Sample(other));
   RecordJob("a-model-name-from-a-client", "zip", JobOutcome::kInvalid);
   RecordRejected("some free text");
   const std::string text = RenderMetricsText();
   EXPECT_THAT(text, HasSubstr(R"(format="unknown",method="other",outcome="invalid")"));
-  EXPECT_THAT(text, HasSubstr(R"(bonsai_rejected_total{reason="other"} 1)"));
+  EXPECT_EQ(Sample(other), other_before + 1);
   EXPECT_THAT(text, Not(HasSubstr("a-model-name-from-a-client")));
+  EXPECT_THAT(text, Not(HasSubstr("some free text")));
 }
 
 TEST(MetricsTest, GaugesTakeTheLastValue) {
@@ -76,7 +97,7 @@ TEST(MetricsTest, UnbindableMetricsAddressIsAnError) {
 
 // The health service is the one real service every bonsai server has, so it
 // shows the interceptor at work without the engine.
-TEST(GrpcMetricsInterceptorTest, CountsStartedHandledAndCodes) {
+TEST(GrpcMetricsInterceptorTest, CountsStartedHandledCodesAndMessages) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
@@ -113,23 +134,34 @@ TEST(GrpcMetricsInterceptorTest, CountsStartedHandledAndCodes) {
     return status.error_code();
   };
   const std::string check = "/grpc.health.v1.Health/Check";
+  const std::string labels =
+      R"(grpc_method="Check",grpc_service="grpc.health.v1.Health",grpc_type="unary")";
+  const std::string started = "grpc_server_started_total{" + labels + "}";
+  const std::string ok = R"(grpc_server_handled_total{grpc_code="OK",)" + labels + "}";
+  const std::string not_found = R"(grpc_server_handled_total{grpc_code="NotFound",)" + labels + "}";
+  const std::string timed = "grpc_server_handling_seconds_count{" + labels + "}";
+  const std::string received = "grpc_server_msg_received_total{" + labels + "}";
+  const std::string unknown =
+      R"(grpc_server_started_total{grpc_method="unknown",grpc_service="unknown",grpc_type="bidi_stream"})";
+  auto base = [](const std::string& series) { return std::max(0.0, Sample(series)); };
+  const double started_before = base(started), ok_before = base(ok),
+               not_found_before = base(not_found), timed_before = base(timed),
+               received_before = base(received), unknown_before = base(unknown);
   EXPECT_EQ(call(check, "bonsai.v1.Compressor"), grpc::StatusCode::OK);
   EXPECT_EQ(call(check, "no.such.Service"), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(call("/scanner.Probe/Random123", ""), grpc::StatusCode::UNIMPLEMENTED);
   server->Shutdown();
   server->Wait();
 
-  const std::string text = RenderMetricsText();
-  const std::string labels =
-      R"(grpc_method="Check",grpc_service="grpc.health.v1.Health",grpc_type="unary")";
-  EXPECT_THAT(text, HasSubstr("grpc_server_started_total{" + labels + "} 2"));
-  EXPECT_THAT(text, HasSubstr(R"(grpc_server_handled_total{grpc_code="OK",)" + labels + "} 1"));
-  EXPECT_THAT(text,
-              HasSubstr(R"(grpc_server_handled_total{grpc_code="NotFound",)" + labels + "} 1"));
-  EXPECT_THAT(text, HasSubstr("grpc_server_handling_seconds_count{" + labels + "} 2"));
-  EXPECT_THAT(text, HasSubstr("grpc_server_msg_received_total{" + labels + "} 2"));
-  EXPECT_THAT(text, HasSubstr("grpc_server_msg_sent_total{" + labels + "}"));
-  EXPECT_THAT(text, Not(HasSubstr("Random123")));
+  EXPECT_EQ(Sample(started) - started_before, 2);
+  EXPECT_EQ(Sample(ok) - ok_before, 1);
+  EXPECT_EQ(Sample(not_found) - not_found_before, 1);
+  EXPECT_EQ(Sample(timed) - timed_before, 2);
+  EXPECT_EQ(Sample(received) - received_before, 2);
+  EXPECT_GE(Sample("grpc_server_msg_sent_total{" + labels + "}"), 1);
+  // A path the server does not implement is counted, under "unknown".
+  EXPECT_EQ(Sample(unknown) - unknown_before, 1);
+  EXPECT_THAT(RenderMetricsText(), Not(HasSubstr("Random123")));
 }
 
 }  // namespace
