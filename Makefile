@@ -33,5 +33,9 @@ bench: build
 	BONSAI_SERVER=$(abspath $(SERVER)) PYTHONPATH=$(CURDIR)/client/python \
 	  $(PYTHON) bench/run_all.py --build-dir $(BUILD_DIR)
 
+# Builds the Dockerfile with buildah and exercises the image (root; see the script).
+image-test:
+	bash deploy/docker/image-test.sh
+
 clean:
 	rm -rf $(BUILD_DIR)
