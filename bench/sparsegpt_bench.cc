@@ -7,9 +7,13 @@
 //
 //   sparsegpt_bench --data FILE --samples N [--sparsity 0.5] [--repeats 1]
 //
+// BLAS runs on one thread, as in the server's workers (job_scheduler.cc),
+// and as the torch baseline does here.
+//
 // Peak memory is VmHWM of this process during Apply alone: the high-water
 // mark is reset (/proc/self/clear_refs) just before, when the process holds
 // the inputs and a fresh copy of the weight; "rss_before" is that level.
+#include <cblas.h>
 #include <time.h>
 
 #include <algorithm>
@@ -17,7 +21,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <iterator>
 #include <string>
 
 #include "absl/strings/str_format.h"
@@ -82,9 +85,12 @@ int main(int argc, char** argv) {
   }
   if (data.empty() || samples == 0) Fail("--data FILE and --samples N are required");
 
-  std::ifstream in(data, std::ios::binary);
+  openblas_set_num_threads(1);
+  std::ifstream in(data, std::ios::binary | std::ios::ate);
   if (!in) Fail("cannot open " + data);
-  auto model = bonsai::formats::ParseModel(std::string(std::istreambuf_iterator<char>(in), {}));
+  std::string bytes(static_cast<size_t>(in.tellg()), '\0');
+  in.seekg(0).read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  auto model = bonsai::formats::ParseModel(std::move(bytes));
   if (!model.ok()) Fail(model.status().ToString());
   const size_t weight_index = IndexOf(**model, "weight");
   const bonsai::formats::TensorInfo info = (*model)->tensors()[weight_index];
