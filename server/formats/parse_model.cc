@@ -1,5 +1,6 @@
 // Format detection by content. The upload's name is never consulted: it is
 // whatever the client's file happened to be called.
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -23,6 +24,15 @@ bool LooksLikePyTorch(std::string_view bytes) {
   if (bytes.substr(0, 4) == std::string_view("PK\x03\x04", 4)) return true;
   return bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x80 &&
          bytes[1] >= 2 && bytes[1] <= 5;
+}
+
+// Frees the upload first: the proto holds its own copy of every tensor.
+absl::StatusOr<std::unique_ptr<Model>> OnnxFromProto(std::unique_ptr<onnx::ModelProto> proto,
+                                                     std::string& bytes) {
+  std::string().swap(bytes);
+  auto model = OnnxModel::Create(std::move(proto));
+  if (!model.ok()) return model.status();
+  return std::unique_ptr<Model>(*std::move(model));
 }
 
 }  // namespace
@@ -50,25 +60,22 @@ absl::StatusOr<std::unique_ptr<Model>> ParseModel(std::string bytes) {
     if (header.ok()) return std::make_unique<SafetensorsModel>(std::move(bytes), *std::move(header));
     // A protobuf can have '{' at offset 8 by chance; only when the bytes are
     // not ONNX either is the safetensors error the useful one.
-    if (auto onnx = ParseOnnxProto(bytes); onnx.ok()) {
-      std::string().swap(bytes);
-      auto model = OnnxModel::Create(*std::move(onnx));
-      if (!model.ok()) return model.status();
-      return std::unique_ptr<Model>(*std::move(model));
-    }
+    if (auto onnx = ParseOnnxProto(bytes); onnx.ok()) return OnnxFromProto(*std::move(onnx), bytes);
     return header.status();
+  }
+  if (bytes.size() > static_cast<size_t>(INT32_MAX)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the upload (", bytes.size(), " bytes) is not a safetensors file, and an ONNX model "
+        "above protobuf's 2 GiB message limit cannot be read; save the weights with "
+        "safetensors (safetensors.torch.save_file) instead"));
   }
   auto onnx = ParseOnnxProto(bytes);
   if (!onnx.ok()) {
-    if (bytes.size() > static_cast<size_t>(INT32_MAX)) return onnx.status();
     return absl::InvalidArgumentError(absl::StrCat(
         "the upload is neither an ONNX model nor a safetensors file (", onnx.status().message(),
         "); ", kSupported));
   }
-  std::string().swap(bytes);  // the proto holds its own copy of every tensor
-  auto model = OnnxModel::Create(*std::move(onnx));
-  if (!model.ok()) return model.status();
-  return std::unique_ptr<Model>(*std::move(model));
+  return OnnxFromProto(*std::move(onnx), bytes);
 }
 
 }  // namespace bonsai::formats

@@ -23,7 +23,7 @@ inline std::string SafetensorsBytes(const std::string& header, const std::string
 template <typename T>
 std::string Bytes(const std::vector<T>& values) {
   std::string out(values.size() * sizeof(T), '\0');
-  std::memcpy(out.data(), values.data(), out.size());
+  if (!out.empty()) std::memcpy(out.data(), values.data(), out.size());
   return out;
 }
 

@@ -39,6 +39,17 @@ TEST(ParseModelTest, DetectsOnnxByContent) {
   EXPECT_EQ(FormatName((*model)->format()), "onnx");
 }
 
+TEST(ParseModelTest, OnnxWithABraceAtOffsetEightIsStillOnnx) {
+  onnx::ModelProto proto = EmptyModel();
+  proto.set_producer_name("abcd{xyz");  // bytes 0-3: ir_version, tag, length
+  *proto.mutable_graph()->add_initializer() = OnnxFloatTensor("W", {2, 2}, Iota(4));
+  const std::string bytes = Serialized(proto);
+  ASSERT_EQ(bytes[8], '{');
+  auto model = ParseModel(bytes);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->format(), Format::kOnnx);
+}
+
 TEST(ParseModelTest, TruncatedSafetensorsReportsTheSafetensorsProblem) {
   std::string bytes = SafetensorsBytes(
       R"({"w":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]}})", Bytes<float>({1, 2}));
