@@ -164,12 +164,18 @@ void CompressReactor::QueueProgress(v1::Stage stage, double fraction, std::strin
   {
     absl::MutexLock lock(&mu_);
     if (finish_called_ || job_succeeded_) return;
-    v1::Progress progress;
+    // Updates within one stage and tensor replace each other while they
+    // wait, so a slow reader costs no memory; a new stage or tensor always
+    // gets its own event, so every tensor is reported at least once.
+    if (pending_progress_.empty() || pending_progress_.back().stage() != stage ||
+        pending_progress_.back().detail() != detail) {
+      pending_progress_.emplace_back();
+    }
+    v1::Progress& progress = pending_progress_.back();
     progress.set_stage(stage);
     progress.set_fraction(fraction);
     progress.set_detail(std::string(detail));
-    pending_progress_ = std::move(progress);
-    if (write_in_flight_) return;  // the next OnWriteDone sends the latest one
+    if (write_in_flight_) return;  // OnWriteDone sends it
   }
   Pump();
 }
@@ -184,7 +190,6 @@ void CompressReactor::CompleteJob(absl::StatusOr<engine::CompressionOutput> resu
         observability::RecordCompressionRatio(result->report.totals().model_bytes_in() / zstd);
       }
       format_label_ = result->report.format();
-      pending_progress_.reset();
       pending_report_ = std::move(result->report);
       output_ = std::move(result->model);
       job_succeeded_ = true;
@@ -214,15 +219,15 @@ void CompressReactor::Pump() {
     if (final_status_) {
       outcome = *final_status_;
       action = Action::kFinish;
+    } else if (!pending_progress_.empty()) {
+      response_.Clear();
+      *response_.mutable_progress() = std::move(pending_progress_.front());
+      pending_progress_.pop_front();
+      action = Action::kWrite;
     } else if (pending_report_) {
       response_.Clear();
       *response_.mutable_report() = std::move(*pending_report_);
       pending_report_.reset();
-      action = Action::kWrite;
-    } else if (pending_progress_ && !job_succeeded_) {
-      response_.Clear();
-      *response_.mutable_progress() = std::move(*pending_progress_);
-      pending_progress_.reset();
       action = Action::kWrite;
     } else if (job_succeeded_ && output_offset_ < output_.size()) {
       const size_t length =

@@ -12,6 +12,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -78,7 +79,7 @@ class CompressReactor
   v1::CompressResponse response_ ABSL_GUARDED_BY(mu_);
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
-  std::optional<v1::Progress> pending_progress_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::Progress> pending_progress_ ABSL_GUARDED_BY(mu_);
   std::optional<v1::CompressionReport> pending_report_ ABSL_GUARDED_BY(mu_);
   std::string output_ ABSL_GUARDED_BY(mu_);
   size_t output_offset_ ABSL_GUARDED_BY(mu_) = 0;
