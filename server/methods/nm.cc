@@ -31,12 +31,7 @@ absl::StatusOr<MethodOutcome> NMMethod::Apply(const WeightTensor& weight,
       }
     }
   }
-  MethodOutcome outcome;
-  outcome.note = DenseTailNote(g.channels, m_);
-  outcome.packing.packing = formats::Packing::kNM;
-  outcome.packing.n = n_;
-  outcome.packing.m = m_;
-  return outcome;
+  return SparsityOutcome(g.channels, n_, m_);
 }
 
 }  // namespace bonsai::methods

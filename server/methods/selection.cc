@@ -46,4 +46,15 @@ std::string DenseTailNote(int64_t channels, int m) {
                       " input channels left dense (not a multiple of ", m, ")");
 }
 
+MethodOutcome SparsityOutcome(int64_t channels, int n, int m) {
+  MethodOutcome outcome;
+  if (m > 0) {
+    outcome.note = DenseTailNote(channels, m);
+    outcome.packing = {formats::Packing::kNM, n, m, {}};
+  } else {
+    outcome.packing.packing = formats::Packing::kSparseBitmask;
+  }
+  return outcome;
+}
+
 }  // namespace bonsai::methods

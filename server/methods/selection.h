@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "server/methods/method.h"
 
 namespace bonsai::methods {
 
@@ -28,6 +29,10 @@ inline int64_t GroupedChannels(int64_t channels, int m) { return channels / m * 
 // Report note for channels that do not fill a last group of m, e.g. "last 3
 // of 30 input channels left dense (not a multiple of 4)"; empty when none.
 std::string DenseTailNote(int64_t channels, int m);
+
+// The outcome of a pruning method: N:M packing and its dense-tail note when
+// m > 0, an unstructured bitmask otherwise.
+MethodOutcome SparsityOutcome(int64_t channels, int n, int m);
 
 }  // namespace bonsai::methods
 

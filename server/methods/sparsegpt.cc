@@ -308,15 +308,9 @@ absl::StatusOr<MethodOutcome> SparseGptMethod::Apply(const WeightTensor& weight,
       for (int64_t p = 0; p < d; ++p) values[g.Offset(r, Natural(order, p))] = scratch[r * d + p];
   }
 
-  MethodOutcome outcome;
+  MethodOutcome outcome = SparsityOutcome(g.channels, n_, m_);
   outcome.reconstruction_error =
       RelativeReconstructionError(std::max(0.0, e_norm2 - lambda * dw_norm2), denominator);
-  if (m_ > 0) {
-    outcome.note = DenseTailNote(g.channels, m_);
-    outcome.packing = {formats::Packing::kNM, n_, m_, {}};
-  } else {
-    outcome.packing.packing = formats::Packing::kSparseBitmask;
-  }
   return outcome;
 }
 

@@ -81,14 +81,8 @@ absl::StatusOr<MethodOutcome> WandaMethod::Apply(const WeightTensor& weight,
       return absl::CancelledError(absl::StrCat("wanda stopped at tensor '", weight.info->name, "'"));
     }
   }
-  MethodOutcome outcome;
+  MethodOutcome outcome = SparsityOutcome(g.channels, n_, m_);
   outcome.reconstruction_error = RelativeReconstructionError(num, den);
-  if (m_ > 0) {
-    outcome.note = DenseTailNote(g.channels, m_);
-    outcome.packing = {formats::Packing::kNM, n_, m_, {}};
-  } else {
-    outcome.packing.packing = formats::Packing::kSparseBitmask;
-  }
   return outcome;
 }
 
