@@ -16,8 +16,11 @@ COPY proto /src/proto
 COPY server /src/server
 COPY client/python /src/client/python
 WORKDIR /src
+# The build context has no .git: the revision for bonsai_build_info comes in
+# as a build argument (deploy/docker/image-test.sh passes git's).
+ARG BONSAI_REVISION=unknown
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release \
-      -DBONSAI_BUILD_TESTS=OFF -DBONSAI_BUILD_BENCH=OFF \
+      -DBONSAI_BUILD_TESTS=OFF -DBONSAI_BUILD_BENCH=OFF -DBONSAI_REVISION="$BONSAI_REVISION" \
  && cmake --build build -j "$(nproc)" --target bonsai-server \
  && strip build/bin/bonsai-server
 

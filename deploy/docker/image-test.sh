@@ -26,6 +26,7 @@ deploy/docker/make-base-images.sh
 
 start=$(date +%s)
 buildah bud --pull=never --layers --format docker --isolation chroot \
+  --build-arg BONSAI_REVISION="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" \
   -f Dockerfile -t "$IMAGE" . 2>&1 | sed 's/^/  build: /' | tail -n 25
 build_seconds=$(( $(date +%s) - start ))
 
