@@ -4,21 +4,21 @@ namespace bonsai::methods {
 
 void MagnitudeMethod::Observe(int pass, const WeightTensor& weight) {
   const auto values = weight.values->span();
+  if (!selector_) selector_ = std::make_unique<tensor::MagnitudeSelector>(0);
   switch (pass) {
-    case 0: global_count_ += values.size(); break;
-    case 1: selector_->ObserveCoarse(values); break;
-    case 2: selector_->ObserveFine(values); break;
+    case 0: selector_->ObserveCoarse(values); break;
+    case 1: selector_->ObserveFine(values); break;
   }
 }
 
 void MagnitudeMethod::EndPass(int pass) {
+  if (!selector_) selector_ = std::make_unique<tensor::MagnitudeSelector>(0);  // no tensors
   switch (pass) {
     case 0:
-      selector_ = std::make_unique<tensor::MagnitudeSelector>(
-          tensor::PruneCount(config_.sparsity, global_count_));
+      selector_->set_k(tensor::PruneCount(config_.sparsity, selector_->observed()));
+      selector_->FinishCoarsePass();
       break;
-    case 1: selector_->FinishCoarsePass(); break;
-    case 2: masker_.emplace(selector_->FinishFinePass()); break;
+    case 1: masker_.emplace(selector_->FinishFinePass()); break;
   }
 }
 

@@ -18,7 +18,7 @@ class MagnitudeMethod : public Method {
   explicit MagnitudeMethod(const MethodConfig& config) : config_(config) {}
 
   int observation_passes() const override {
-    return config_.scope == Scope::kGlobal ? 3 : 0;
+    return config_.scope == Scope::kGlobal ? 2 : 0;
   }
   void Observe(int pass, const WeightTensor& weight) override;
   void EndPass(int pass) override;
@@ -27,9 +27,8 @@ class MagnitudeMethod : public Method {
 
  private:
   MethodConfig config_;
-  // Global scope: pass 0 counts the weights, pass 1 and 2 are the radix
-  // selection's coarse and fine histograms.
-  uint64_t global_count_ = 0;
+  // Global scope: passes 0 and 1 are the radix selection's coarse and fine
+  // histograms; the coarse pass also counts the weights.
   std::unique_ptr<tensor::MagnitudeSelector> selector_;
   std::optional<tensor::MagnitudeMasker> masker_;
 };

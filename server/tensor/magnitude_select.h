@@ -42,6 +42,9 @@ class MagnitudeSelector {
   MagnitudeCut FinishFinePass();
 
   uint64_t observed() const { return observed_; }
+  // The count may be settled after the coarse pass, which sees every weight
+  // anyway: a global target need not cost a pass of its own to count them.
+  void set_k(uint64_t k) { k_ = k; }
 
  private:
   uint64_t k_;
