@@ -17,12 +17,12 @@ absl::StatusOr<MethodOutcome> BinarizeMethod::Apply(const WeightTensor& weight,
   outcome.packing.scales.resize(g.rows);
   for (int64_t r = 0; r < g.rows; ++r) {
     double sum = 0.0;
-    for (int64_t c = 0; c < g.cols(); ++c) sum += std::fabs(values[g.Offset(r, c)]);
+    ForEachInRow(g, r, [&](int64_t at) { sum += std::fabs(values[at]); });
     const float alpha = g.cols() > 0 ? static_cast<float>(sum / g.cols()) : 0.0f;
-    for (int64_t c = 0; c < g.cols(); ++c) {
-      float& v = values[g.Offset(r, c)];
+    ForEachInRow(g, r, [&](int64_t at) {
+      float& v = values[at];
       v = std::signbit(v) && v != 0.0f ? -alpha : alpha;  // -0.0 counts as 0: +alpha
-    }
+    });
     outcome.packing.scales[r] = alpha;
   }
   return outcome;

@@ -12,7 +12,7 @@ double MeanAbs(const MatrixGeometry& g, absl::Span<const float> values, int64_t 
                int64_t end_row) {
   double sum = 0.0;
   for (int64_t r = first_row; r < end_row; ++r)
-    for (int64_t c = 0; c < g.cols(); ++c) sum += std::fabs(values[g.Offset(r, c)]);
+    ForEachInRow(g, r, [&](int64_t at) { sum += std::fabs(values[at]); });
   const double count = static_cast<double>(end_row - first_row) * g.cols();
   return count > 0 ? sum / count : 0.0;
 }
@@ -24,11 +24,11 @@ void Ternarize(const MatrixGeometry& g, absl::Span<float> values, int64_t first_
   const float scale = static_cast<float>(gamma);
   const double divisor = gamma + kTernarizeEpsilon;
   for (int64_t r = first_row; r < end_row; ++r) {
-    for (int64_t c = 0; c < g.cols(); ++c) {
-      float& v = values[g.Offset(r, c)];
+    ForEachInRow(g, r, [&](int64_t at) {
+      float& v = values[at];
       const double t = std::clamp(std::nearbyint(v / divisor), -1.0, 1.0);
       v = static_cast<float>(t) * scale;
-    }
+    });
   }
 }
 

@@ -37,6 +37,18 @@ struct MatrixGeometry {
   }
 };
 
+// Calls fn(offset) for each column of `row`, in column order, without the
+// division Offset(row, col) needs: elementwise methods spend most of their
+// time there otherwise.
+template <typename Fn>
+void ForEachInRow(const MatrixGeometry& g, int64_t row, Fn&& fn) {
+  const int64_t row_base = row * g.row_stride;
+  for (int64_t channel = 0; channel < g.channels; ++channel) {
+    const int64_t base = row_base + channel * g.channel_stride;
+    for (int64_t k = 0; k < g.kernel; ++k) fn(base + g.kernel_offsets[k]);
+  }
+}
+
 // The geometry of a weight of rank >= 2 from its layout; without a layout
 // the weight is taken as PyTorch's [out, in, ...]. InvalidArgument naming the
 // tensor when its rank or layout does not allow one.
