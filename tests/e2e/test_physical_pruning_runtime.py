@@ -28,6 +28,7 @@ import torch.nn as nn
 from onnx import numpy_helper
 
 import ort_runner
+from models import MLP
 from server_process import server_binary
 
 FRACTION = 0.5
@@ -45,17 +46,6 @@ def runtime():
 
 
 # ---------------------------------------------------------------- models
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(32, 64)
-        self.fc2 = nn.Linear(64, 48)
-        self.fc3 = nn.Linear(48, 10)
-
-    def forward(self, x):
-        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
-
 
 class ResidualCNN(nn.Module):
     """stem -> residual block (conv-bn-relu-conv-bn + skip) -> strided conv -> pool -> fc."""
