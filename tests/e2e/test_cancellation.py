@@ -49,28 +49,34 @@ def _baseline_after_warmup(server, client, model):
     return _rss_settles_near(server, server.rss_bytes())
 
 
+def _disconnect_mid_upload(target: str, model: bytes, after_chunks: int) -> None:
+    """A raw client that sends the spec and `after_chunks` MiB, then drops its
+    connection (no cancel, no half-close), as a crashed client would."""
+    half_sent = threading.Event()
+
+    def requests():
+        yield pb.CompressRequest(spec=pb.CompressionSpec(method="magnitude", sparsity=0.5,
+                                                         model_size_bytes=len(model)))
+        for i, start in enumerate(range(0, len(model), MiB)):
+            if i == after_chunks:
+                half_sent.set()
+            yield pb.CompressRequest(model_chunk=model[start:start + MiB])
+
+    channel = grpc.insecure_channel(target)
+    call = pb_grpc.CompressorStub(channel).Compress(requests(), timeout=120)
+    assert half_sent.wait(60), "the upload never got going"
+    channel.close()  # the client is gone: its connection closes mid-upload
+    with pytest.raises(grpc.RpcError):
+        for _ in call:
+            pass
+
+
 @pytest.mark.timeout(600)
 def test_client_disconnecting_mid_upload_leaves_server_healthy_and_memory_released(server, client, model_48mib,
                                                                                    mlp_safetensors):
     baseline = _baseline_after_warmup(server, client, model_48mib)
     for _ in range(3):
-        half_sent = threading.Event()
-
-        def requests():
-            yield pb.CompressRequest(spec=pb.CompressionSpec(method="magnitude", sparsity=0.5,
-                                                             model_size_bytes=len(model_48mib)))
-            for i, start in enumerate(range(0, len(model_48mib), MiB)):
-                if i == 24:
-                    half_sent.set()
-                yield pb.CompressRequest(model_chunk=model_48mib[start:start + MiB])
-
-        channel = grpc.insecure_channel(server.target)
-        call = pb_grpc.CompressorStub(channel).Compress(requests(), timeout=120)
-        assert half_sent.wait(60), "the upload never got halfway"
-        channel.close()  # the client is gone: its connection closes mid-upload
-        with pytest.raises(grpc.RpcError):
-            for _ in call:
-                pass
+        _disconnect_mid_upload(server.target, model_48mib, after_chunks=24)
     rss = _rss_settles_near(server, baseline)
     assert rss <= baseline + RSS_MARGIN, f"RSS {rss / MiB:.0f} MiB stayed above {baseline / MiB:.0f} MiB + margin"
     assert_compress_works(client, mlp_safetensors)
@@ -137,23 +143,7 @@ def test_client_disconnecting_mid_upload_is_counted_as_cancelled_not_invalid(sta
     srv = start_server()
     before = _jobs_by_outcome(srv)
     for _ in range(3):
-        half_sent = threading.Event()
-
-        def requests():
-            yield pb.CompressRequest(spec=pb.CompressionSpec(method="magnitude", sparsity=0.5,
-                                                             model_size_bytes=len(model_48mib)))
-            for i, start in enumerate(range(0, len(model_48mib), MiB)):
-                if i == 8:
-                    half_sent.set()
-                yield pb.CompressRequest(model_chunk=model_48mib[start:start + MiB])
-
-        channel = grpc.insecure_channel(srv.target)
-        call = pb_grpc.CompressorStub(channel).Compress(requests(), timeout=120)
-        assert half_sent.wait(60), "the upload never got going"
-        channel.close()
-        with pytest.raises(grpc.RpcError):
-            for _ in call:
-                pass
+        _disconnect_mid_upload(srv.target, model_48mib, after_chunks=8)
     deadline = time.monotonic() + SETTLE_SECONDS
     after = _jobs_by_outcome(srv)
     while sum(after.values()) - sum(before.values()) < 3 and time.monotonic() < deadline:
