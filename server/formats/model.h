@@ -88,6 +88,10 @@ class Model {
   virtual std::vector<StoredSize> stored_sizes() const { return {}; }
 };
 
+// The checks every Model makes before Read/Write: not yet serialized, index
+// in range. Formats add their own message for a non-floating dtype.
+absl::Status CheckTensorAccess(bool serialized, size_t index, size_t tensor_count);
+
 // Detects the format from the content (never the file name) and parses it.
 // Takes ownership of the bytes so formats can work on them in place.
 // Errors are InvalidArgument with a message that says what was wrong and

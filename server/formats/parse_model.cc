@@ -37,6 +37,15 @@ absl::StatusOr<std::unique_ptr<Model>> OnnxFromProto(std::unique_ptr<onnx::Model
 
 }  // namespace
 
+absl::Status CheckTensorAccess(bool serialized, size_t index, size_t tensor_count) {
+  if (serialized) return absl::FailedPreconditionError("the model was already serialized");
+  if (index >= tensor_count) {
+    return absl::OutOfRangeError(absl::StrCat("tensor index ", index, " is out of range (",
+                                              tensor_count, " tensors)"));
+  }
+  return absl::OkStatus();
+}
+
 std::string_view FormatName(Format format) {
   switch (format) {
     case Format::kOnnx: return "onnx";

@@ -51,10 +51,8 @@ SafetensorsModel::SafetensorsModel(std::string bytes, SafetensorsHeader header)
 }
 
 absl::Status SafetensorsModel::CheckUsable(size_t index) const {
-  if (consumed_) return absl::FailedPreconditionError("the model was already serialized");
-  if (index >= infos_.size()) {
-    return absl::OutOfRangeError(absl::StrCat("tensor index ", index, " is out of range (",
-                                              infos_.size(), " tensors)"));
+  if (auto status = CheckTensorAccess(consumed_, index, infos_.size()); !status.ok()) {
+    return status;
   }
   if (!tensor::IsFloating(infos_[index].dtype)) {
     return absl::InvalidArgumentError(absl::StrCat(
