@@ -109,6 +109,7 @@ Run RunMethod(const std::vector<bonsai::formats::TensorInfo>& infos,
     return methods::WeightTensor{&infos[i], &weights[i], sparsity, nullptr};
   };
   for (int pass = 0; pass < method->observation_passes(); ++pass) {
+    if (!method->NeedsPass(pass)) break;
     for (size_t i = 0; i < weights.size(); ++i) method->Observe(pass, weight_of(i));
     method->EndPass(pass);
   }
@@ -133,6 +134,7 @@ Run RunEngineLoop(std::string bytes, double sparsity) {
                       "CreateMethod");
   const auto& infos = model->tensors();
   for (int pass = 0; pass < method->observation_passes(); ++pass) {
+    if (!method->NeedsPass(pass)) break;
     for (size_t index : indices) {
       FloatTensor values = Check(model->Read(index), "Read");
       method->Observe(pass, {&infos[index], &values, sparsity, nullptr});

@@ -68,6 +68,10 @@ absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
   const auto& tensors = model.tensors();
   for (MethodGroup& group : plan.groups) {
     for (int pass = 0; pass < group.method->observation_passes(); ++pass) {
+      if (!group.method->NeedsPass(pass)) {
+        for (size_t index : group.tensors) meter.Advance(tensors[index].params, "");
+        continue;
+      }
       for (size_t index : group.tensors) {
         if (auto s = cancel.CheckNotCancelled(); !s.ok()) return s;
         auto values = model.Read(index);

@@ -3,23 +3,13 @@
 namespace bonsai::methods {
 
 void MagnitudeMethod::Observe(int pass, const WeightTensor& weight) {
-  const auto values = weight.values->span();
-  if (!selector_) selector_ = std::make_unique<tensor::MagnitudeSelector>(0);
-  switch (pass) {
-    case 0: selector_->ObserveCoarse(values); break;
-    case 1: selector_->ObserveFine(values); break;
-  }
+  selector_.Observe(pass, weight.values->span());
 }
 
 void MagnitudeMethod::EndPass(int pass) {
-  if (!selector_) selector_ = std::make_unique<tensor::MagnitudeSelector>(0);  // no tensors
-  switch (pass) {
-    case 0:
-      selector_->set_k(tensor::PruneCount(config_.sparsity, selector_->observed()));
-      selector_->FinishCoarsePass();
-      break;
-    case 1: masker_.emplace(selector_->FinishFinePass()); break;
-  }
+  if (pass == 0) selector_.set_k(tensor::PruneCount(config_.sparsity, selector_.observed()));
+  selector_.FinishPass(pass);
+  if (selector_.cut()) masker_.emplace(*selector_.cut());
 }
 
 absl::StatusOr<MethodOutcome> MagnitudeMethod::Apply(const WeightTensor& weight,

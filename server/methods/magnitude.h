@@ -5,7 +5,6 @@
 #ifndef BONSAI_SERVER_METHODS_MAGNITUDE_H_
 #define BONSAI_SERVER_METHODS_MAGNITUDE_H_
 
-#include <memory>
 #include <optional>
 
 #include "server/methods/method.h"
@@ -18,8 +17,9 @@ class MagnitudeMethod : public Method {
   explicit MagnitudeMethod(const MethodConfig& config) : config_(config) {}
 
   int observation_passes() const override {
-    return config_.scope == Scope::kGlobal ? 2 : 0;
+    return config_.scope == Scope::kGlobal ? tensor::MagnitudeSelector::kMaxPasses : 0;
   }
+  bool NeedsPass(int pass) const override { return selector_.NeedsPass(pass); }
   void Observe(int pass, const WeightTensor& weight) override;
   void EndPass(int pass) override;
   absl::StatusOr<MethodOutcome> Apply(const WeightTensor& weight,
@@ -27,9 +27,9 @@ class MagnitudeMethod : public Method {
 
  private:
   MethodConfig config_;
-  // Global scope: passes 0 and 1 are the radix selection's coarse and fine
-  // histograms; the coarse pass also counts the weights.
-  std::unique_ptr<tensor::MagnitudeSelector> selector_;
+  // Global scope: the selector's passes (magnitude_select.h); the first
+  // also counts the weights, which settles k.
+  tensor::MagnitudeSelector selector_;
   std::optional<tensor::MagnitudeMasker> masker_;
 };
 

@@ -53,7 +53,11 @@ class Method {
  public:
   virtual ~Method() = default;
 
+  // At most this many passes; a method may find after one pass that it
+  // needs no more (NeedsPass is asked before each), so a pass costs only
+  // when the data calls for it.
   virtual int observation_passes() const { return 0; }
+  virtual bool NeedsPass(int pass) const { return true; }
   virtual void Observe(int pass, const WeightTensor& weight) {}
   virtual void EndPass(int pass) {}
 

@@ -1,15 +1,10 @@
 #include "server/tensor/magnitude_select.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 
 namespace bonsai::tensor {
 namespace {
-
-inline uint32_t MagnitudeBits(float v) {
-  return std::bit_cast<uint32_t>(v) & 0x7fffffffu;
-}
 
 // The loops below come in a fixed-length form for whole blocks: with the
 // trip count known, the compiler vectorises them at -O2.
@@ -46,62 +41,92 @@ void ZeroBelow(float* values, size_t length, uint32_t threshold, uint32_t* below
 
 }  // namespace
 
-MagnitudeSelector::MagnitudeSelector(uint64_t k)
-    : k_(k), coarse_(1u << 15, 0), fine_(1u << 16, 0) {}
+// The radix fallback: two fixed histograms (256 KiB + 512 KiB).
+class MagnitudeSelector::Radix {
+ public:
+  explicit Radix(uint64_t k) : k_(k), coarse_(1u << 15, 0), fine_(1u << 16, 0) {}
 
-void MagnitudeSelector::ObserveCoarse(absl::Span<const float> values) {
-  uint64_t* hist = coarse_.data();
-  for (float v : values) ++hist[MagnitudeBits(v) >> 16];
-  observed_ += values.size();
-}
-
-void MagnitudeSelector::FinishCoarsePass() {
-  if (k_ == 0 || k_ > observed_) return;
-  uint64_t cumulative = 0;
-  for (uint32_t b = 0; b < coarse_.size(); ++b) {
-    if (cumulative + coarse_[b] >= k_) {
-      bucket_ = b;
-      below_bucket_ = cumulative;
-      return;
-    }
-    cumulative += coarse_[b];
+  void ObserveCoarse(absl::Span<const float> values) {
+    uint64_t* hist = coarse_.data();
+    for (float v : values) ++hist[MagnitudeBits(v) >> 16];
   }
-}
 
-// The bucket holds a small share of the weights (about 0.2% of normal
-// weights at 50% sparsity), so most blocks have none of them and are passed
-// over after a vectorised count.
-void MagnitudeSelector::ObserveFine(absl::Span<const float> values) {
-  if (k_ == 0) return;
-  const float* data = values.data();
-  size_t i = 0;
-  for (; i + kFineBlock <= values.size(); i += kFineBlock) {
-    if (CountInBucket<kFineBlock>(data + i, bucket_) > 0) {
-      AddToFineHistogram(data + i, kFineBlock, bucket_, fine_.data());
+  void FinishCoarsePass() {
+    uint64_t cumulative = 0;
+    for (uint32_t b = 0; b < coarse_.size(); ++b) {
+      if (cumulative + coarse_[b] >= k_) {
+        bucket_ = b;
+        below_bucket_ = cumulative;
+        return;
+      }
+      cumulative += coarse_[b];
     }
   }
-  AddToFineHistogram(data + i, values.size() - i, bucket_, fine_.data());
+
+  // The bucket holds a small share of the weights (about 0.2% of normal
+  // weights at 50% sparsity), so most blocks have none of them and are
+  // passed over after a vectorised count.
+  void ObserveFine(absl::Span<const float> values) {
+    const float* data = values.data();
+    size_t i = 0;
+    for (; i + kFineBlock <= values.size(); i += kFineBlock) {
+      if (CountInBucket<kFineBlock>(data + i, bucket_) > 0) {
+        AddToFineHistogram(data + i, kFineBlock, bucket_, fine_.data());
+      }
+    }
+    AddToFineHistogram(data + i, values.size() - i, bucket_, fine_.data());
+  }
+
+  // 0 < k < the number of weights observed (the bracket settles the rest).
+  MagnitudeCut FinishFinePass() const {
+    uint64_t cumulative = below_bucket_;
+    for (uint32_t low = 0; low < fine_.size(); ++low) {
+      if (cumulative + fine_[low] >= k_) {
+        return MagnitudeCut{(bucket_ << 16) | low, k_ - cumulative, false};
+      }
+      cumulative += fine_[low];
+    }
+    return MagnitudeCut::Everything();  // unreachable when both passes saw the same data
+  }
+
+ private:
+  uint64_t k_;
+  std::vector<uint64_t> coarse_;  // 1 << 15 buckets: the sign bit is cleared
+  std::vector<uint64_t> fine_;    // 1 << 16 buckets
+  uint32_t bucket_ = 0;           // high 16 bits of the k-th magnitude
+  uint64_t below_bucket_ = 0;     // elements in lower buckets
+};
+
+MagnitudeSelector::MagnitudeSelector(uint64_t k, BracketLimits limits)
+    : k_(k), bracket_(limits) {}
+MagnitudeSelector::~MagnitudeSelector() = default;
+
+void MagnitudeSelector::Observe(int pass, absl::Span<const float> values) {
+  switch (pass) {
+    case 0: bracket_.Sample(values); break;
+    case 1: bracket_.Collect(values); break;
+    case 2: radix_->ObserveCoarse(values); break;
+    case 3: radix_->ObserveFine(values); break;
+  }
 }
 
-MagnitudeCut MagnitudeSelector::FinishFinePass() {
-  MagnitudeCut cut;
-  if (k_ == 0) return cut;
-  if (k_ >= observed_) {  // everything goes
-    cut.threshold_bits = 0xffffffffu;
-    cut.prune_nothing = false;
-    return cut;
+void MagnitudeSelector::FinishPass(int pass) {
+  switch (pass) {
+    case 0:
+      bracket_.FinishSample(k_);
+      cut_ = bracket_.cut();
+      break;
+    case 1:
+      bracket_.FinishCollect();
+      cut_ = bracket_.cut();
+      if (!cut_) radix_ = std::make_unique<Radix>(k_);
+      break;
+    case 2: radix_->FinishCoarsePass(); break;
+    case 3:
+      cut_ = radix_->FinishFinePass();
+      radix_.reset();
+      break;
   }
-  uint64_t cumulative = below_bucket_;
-  for (uint32_t low = 0; low < fine_.size(); ++low) {
-    if (cumulative + fine_[low] >= k_) {
-      cut.threshold_bits = (bucket_ << 16) | low;
-      cut.ties_to_prune = k_ - cumulative;
-      cut.prune_nothing = false;
-      return cut;
-    }
-    cumulative += fine_[low];
-  }
-  return cut;  // unreachable when both passes saw the same data
 }
 
 // Ties (rare) are pruned in a second look at the same chunk, in index
@@ -135,11 +160,11 @@ uint64_t MagnitudeMasker::Apply(absl::Span<float> values) {
 
 void PruneSmallestMagnitudes(absl::Span<float> values, uint64_t k) {
   MagnitudeSelector selector(k);
-  selector.ObserveCoarse(values);
-  selector.FinishCoarsePass();
-  selector.ObserveFine(values);
-  MagnitudeMasker masker(selector.FinishFinePass());
-  masker.Apply(values);
+  for (int pass = 0; selector.NeedsPass(pass); ++pass) {
+    selector.Observe(pass, values);
+    selector.FinishPass(pass);
+  }
+  MagnitudeMasker(*selector.cut()).Apply(values);
 }
 
 uint64_t PruneCount(double sparsity, uint64_t n) {

@@ -1,12 +1,15 @@
 // Exact k-smallest selection by magnitude in linear time, over one tensor or
-// over many tensors seen one at a time (global scope).
-//
-// |w| of an IEEE float orders like its bit pattern with the sign cleared, so
-// the k-th smallest magnitude is found by a two-pass radix selection: a
-// histogram of the high 16 bits picks the bucket that holds the k-th value,
-// a histogram of the low 16 bits inside that bucket pins it exactly. Memory
-// is two fixed histograms, whatever the number of weights, and the tensors
-// need not be in memory together: that is what lets global pruning stream.
+// over many tensors seen one at a time (global scope), in up to four passes
+// over the same spans in the same order:
+//   0  count and sample the weights (magnitude_bracket.h);
+//   1  collect the weights inside the bracket the sample predicts, which
+//      settles the cut on all but adversarial data;
+//   2, 3  otherwise a radix selection: a histogram of the high 16 bits of
+//      |w| picks the bucket holding the k-th value, a histogram of the low
+//      16 bits inside it pins it exactly, on any data.
+// Memory is fixed (samples, a capped bracket, two histograms), whatever the
+// number of weights, and the tensors need not be in memory together: that
+// is what lets global pruning stream.
 //
 // Ties at the threshold are broken by position: the earliest elements (in
 // the order the data is observed and applied) are pruned first. The rule is
@@ -15,44 +18,45 @@
 #define BONSAI_SERVER_TENSOR_MAGNITUDE_SELECT_H_
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/types/span.h"
+#include "server/tensor/magnitude_bracket.h"
+#include "server/tensor/magnitude_cut.h"
 
 namespace bonsai::tensor {
 
-// Where to cut: every |w| whose bits are below `threshold_bits` is pruned,
-// and so are the first `ties_to_prune` elements whose bits equal it.
-struct MagnitudeCut {
-  uint32_t threshold_bits = 0;
-  uint64_t ties_to_prune = 0;
-  bool prune_nothing = true;
-};
-
 class MagnitudeSelector {
  public:
-  // Selects the `k` smallest magnitudes of everything observed.
-  explicit MagnitudeSelector(uint64_t k);
+  static constexpr int kMaxPasses = 4;
 
-  // Pass 1: call for every span, then FinishCoarsePass().
-  void ObserveCoarse(absl::Span<const float> values);
-  void FinishCoarsePass();
-  // Pass 2: the same spans in the same order, then FinishFinePass().
-  void ObserveFine(absl::Span<const float> values);
-  MagnitudeCut FinishFinePass();
+  // Selects the `k` smallest magnitudes of everything observed; k may be
+  // settled later with set_k, before FinishPass(0).
+  explicit MagnitudeSelector(uint64_t k = 0, BracketLimits limits = {});
+  ~MagnitudeSelector();
 
-  uint64_t observed() const { return observed_; }
-  // The count may be settled after the coarse pass, which sees every weight
+  // False once an earlier pass settled the cut.
+  bool NeedsPass(int pass) const { return !cut_.has_value() && pass < kMaxPasses; }
+  void Observe(int pass, absl::Span<const float> values);
+  void FinishPass(int pass);
+
+  // Weights seen by pass 0.
+  uint64_t observed() const { return bracket_.observed(); }
+  // The count may be settled after the first pass, which sees every weight
   // anyway: a global target need not cost a pass of its own to count them.
   void set_k(uint64_t k) { k_ = k; }
+  // The cut, once no pass is needed any more.
+  const std::optional<MagnitudeCut>& cut() const { return cut_; }
 
  private:
+  class Radix;
+
   uint64_t k_;
-  uint64_t observed_ = 0;
-  std::vector<uint64_t> coarse_;  // 1 << 15 buckets: the sign bit is cleared
-  std::vector<uint64_t> fine_;    // 1 << 16 buckets
-  uint32_t bucket_ = 0;           // high 16 bits of the k-th magnitude
-  uint64_t below_bucket_ = 0;     // elements in lower buckets
+  MagnitudeBracket bracket_;
+  std::unique_ptr<Radix> radix_;  // only when the bracket could not settle it
+  std::optional<MagnitudeCut> cut_;
 };
 
 // Applies a cut to spans in the same order they were observed, carrying the

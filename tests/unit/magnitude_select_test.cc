@@ -1,4 +1,5 @@
-// Exact-k magnitude selection: the radix selector against a full sort.
+// Exact-k magnitude selection against a full sort: the sampled bracket, and
+// the radix fallback on data built to defeat the bracket.
 #include "server/tensor/magnitude_select.h"
 
 #include <gtest/gtest.h>
@@ -86,10 +87,11 @@ TEST(MagnitudeSelect, GlobalSelectionOverSpansMatchesSortOfTheConcatenation) {
   const auto expected = PruneBySorting(all, k);
 
   MagnitudeSelector selector(k);
-  for (auto* part : {&a, &b, &c}) selector.ObserveCoarse(*part);
-  selector.FinishCoarsePass();
-  for (auto* part : {&a, &b, &c}) selector.ObserveFine(*part);
-  MagnitudeMasker masker(selector.FinishFinePass());
+  for (int pass = 0; selector.NeedsPass(pass); ++pass) {
+    for (auto* part : {&a, &b, &c}) selector.Observe(pass, *part);
+    selector.FinishPass(pass);
+  }
+  MagnitudeMasker masker(*selector.cut());
   std::vector<float> got;
   for (auto* part : {&a, &b, &c}) {
     masker.Apply(absl::MakeSpan(*part));
@@ -108,4 +110,82 @@ TEST(MagnitudeSelect, KOfZeroOrAllIsHandled) {
 }
 
 }  // namespace
+// Runs the selector over `parts` and says which passes it needed.
+std::vector<float> PruneOverSpans(std::vector<std::vector<float>> parts, uint64_t k,
+                                  int* passes, BracketLimits limits = {}) {
+  MagnitudeSelector selector(k, limits);
+  *passes = 0;
+  for (int pass = 0; selector.NeedsPass(pass); ++pass, ++*passes) {
+    for (auto& part : parts) selector.Observe(pass, part);
+    selector.FinishPass(pass);
+  }
+  MagnitudeMasker masker(*selector.cut());
+  std::vector<float> got;
+  for (auto& part : parts) {
+    masker.Apply(absl::MakeSpan(part));
+    got.insert(got.end(), part.begin(), part.end());
+  }
+  return got;
+}
+
+std::vector<float> Concatenation(const std::vector<std::vector<float>>& parts) {
+  std::vector<float> all;
+  for (const auto& part : parts) all.insert(all.end(), part.begin(), part.end());
+  return all;
+}
+
+// Over a million weights the sample is thinned and the bracket pass runs;
+// with normal weights it settles the cut in two passes.
+TEST(MagnitudeSelect, LargeInputsSettleInTheBracketPass) {
+  const std::vector<std::vector<float>> parts = {RandomWeights(700001, 21),
+                                                 RandomWeights(1300003, 22)};
+  const auto all = Concatenation(parts);
+  for (double sparsity : {0.01, 0.5, 0.93}) {
+    const uint64_t k = PruneCount(sparsity, all.size());
+    int passes = 0;
+    EXPECT_EQ(PruneOverSpans(parts, k, &passes), PruneBySorting(all, k)) << sparsity;
+    EXPECT_EQ(passes, 2) << sparsity;
+  }
+}
+
+// Whatever the bracket cannot settle (here: more weights inside it than its
+// budget) the radix passes do, with the same exact result.
+TEST(MagnitudeSelect, WhenTheBracketOverflowsTheRadixFallbackIsExact) {
+  const std::vector<std::vector<float>> parts = {RandomWeights(300007, 31),
+                                                 RandomWeights(200003, 32)};
+  const auto all = Concatenation(parts);
+  const BracketLimits small{.sample_target = 1000, .max_inside = 100};
+  for (double sparsity : {0.2, 0.5}) {
+    const uint64_t k = PruneCount(sparsity, all.size());
+    int passes = 0;
+    EXPECT_EQ(PruneOverSpans(parts, k, &passes, small), PruneBySorting(all, k)) << sparsity;
+    EXPECT_EQ(passes, 4) << sparsity;
+  }
+}
+
+// Equal magnitudes by the million: the ties are pruned in index order.
+TEST(MagnitudeSelect, MassTiesAreExact) {
+  std::vector<float> ties(2000000, 0.25f);
+  for (size_t i = 0; i < ties.size(); i += 3) ties[i] = -0.25f;
+  for (size_t i = 0; i < ties.size(); i += 1000) ties[i] = 1.0f;
+  const uint64_t k = PruneCount(0.5, ties.size());
+  int passes = 0;
+  EXPECT_EQ(PruneOverSpans({ties}, k, &passes), PruneBySorting(ties, k));
+}
+
+TEST(MagnitudeSelect, SkewedDataStaysExact) {
+  // Magnitudes spread over many octaves, with runs of equal values.
+  std::mt19937 rng(5);
+  std::vector<float> values(1500007);
+  for (float& v : values) {
+    const float magnitude = std::ldexp(1.0f, static_cast<int>(rng() % 40) - 30);
+    v = (rng() & 1) ? magnitude : -magnitude;
+  }
+  for (double sparsity : {0.3, 0.5, 0.999}) {
+    const uint64_t k = PruneCount(sparsity, values.size());
+    int passes = 0;
+    EXPECT_EQ(PruneOverSpans({values}, k, &passes), PruneBySorting(values, k)) << sparsity;
+  }
+}
+
 }  // namespace bonsai::tensor
