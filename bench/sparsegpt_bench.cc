@@ -5,7 +5,10 @@
 // [rows, cols] and "gram" [cols, cols] = X^T X over --samples rows), so the
 // torch reference works on exactly the same problem.
 //
-//   sparsegpt_bench --data FILE --samples N [--sparsity 0.5] [--repeats 1]
+//   sparsegpt_bench --data FILE --samples N [--sparsity 0.5] [--repeats 1] [--save OUT]
+//
+// --save writes the pruned weight as raw float32, to compare the output of
+// two builds bit for bit.
 //
 // BLAS runs on one thread, as in the server's workers (job_scheduler.cc),
 // and as the torch baseline does here.
@@ -73,6 +76,7 @@ int main(int argc, char** argv) {
   uint64_t samples = 0;
   double sparsity = 0.5;
   int repeats = 1;
+  std::string save;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (i + 1 >= argc) Fail("missing value after " + arg);
@@ -81,6 +85,7 @@ int main(int argc, char** argv) {
     else if (arg == "--samples") samples = std::stoull(value);
     else if (arg == "--sparsity") sparsity = std::stod(value);
     else if (arg == "--repeats") repeats = std::stoi(value);
+    else if (arg == "--save") save = value;
     else Fail("unknown argument " + arg);
   }
   if (data.empty() || samples == 0) Fail("--data FILE and --samples N are required");
@@ -122,6 +127,12 @@ int main(int argc, char** argv) {
     error = outcome->reconstruction_error;
     zeros = 0;
     for (float v : weight.values) zeros += v == 0.0f;
+    if (!save.empty() && r == 0) {
+      std::ofstream out(save, std::ios::binary);
+      out.write(reinterpret_cast<const char*>(weight.values.data()),
+                static_cast<std::streamsize>(weight.values.size() * sizeof(float)));
+      if (!out) Fail("cannot write " + save);
+    }
   }
   absl::PrintF(
       "{\"rows\": %d, \"cols\": %d, \"samples\": %d, \"seconds\": %.6f, \"cpu_seconds\": %.6f, "
