@@ -124,7 +124,7 @@ Run RunMethod(const std::vector<bonsai::formats::TensorInfo>& infos,
 }
 
 // The engine's loop: a fresh Read of each tensor for every pass, and for
-// Apply a Read, the copy kept for the report, Apply and Write.
+// Apply a Read, Apply, the comparison for the report and Write.
 Run RunEngineLoop(std::string bytes, double sparsity) {
   auto model = Check(bonsai::formats::ParseModel(std::move(bytes)), "ParseModel");
   const std::vector<size_t> indices = PrunedTensors(*model);
@@ -143,10 +143,10 @@ Run RunEngineLoop(std::string bytes, double sparsity) {
   }
   for (size_t index : indices) {
     FloatTensor values = Check(model->Read(index), "Read");
-    const FloatTensor before = values;
     auto outcome = Check(method->Apply({&infos[index], &values, sparsity, nullptr},
                                        [](double) { return true; }),
                          "Apply");
+    Check(model->CompareWithStored(index, values.span()), "CompareWithStored");
     Check(model->Write(index, values, outcome.packing), "Write");
   }
   Run run;

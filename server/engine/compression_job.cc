@@ -41,18 +41,17 @@ class WorkMeter {
   uint64_t done_ = 0;
 };
 
-void FillTensorReport(const formats::TensorInfo& info, const tensor::FloatTensor& before,
-                      const tensor::FloatTensor& after, const MethodGroup& group,
-                      const methods::MethodOutcome& outcome, v1::TensorReport* report) {
+void FillTensorReport(const formats::TensorInfo& info, const tensor::ChangeStats& change,
+                      const MethodGroup& group, const methods::MethodOutcome& outcome,
+                      v1::TensorReport* report) {
   report->set_name(info.name);
   for (int64_t dim : info.shape) report->add_shape(dim);
   report->set_dtype(std::string(tensor::DTypeName(info.dtype)));
   report->set_params(info.params);
-  report->set_nonzero_before(tensor::CountNonZero(before.span()));
-  const uint64_t nonzero_after = tensor::CountNonZero(after.span());
-  report->set_nonzero_after(nonzero_after);
-  report->set_sparsity(info.params ? 1.0 - double(nonzero_after) / info.params : 0.0);
-  report->set_relative_error(tensor::RelativeFrobeniusError(before.span(), after.span()));
+  report->set_nonzero_before(change.nonzero_before);
+  report->set_nonzero_after(change.nonzero_after);
+  report->set_sparsity(info.params ? 1.0 - double(change.nonzero_after) / info.params : 0.0);
+  report->set_relative_error(change.relative_error());
   report->set_method(group.config.method);
   report->set_rule(group.rule_name);
   report->set_note(outcome.note);
@@ -100,7 +99,6 @@ absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan,
 
     auto values = model.Read(index);
     if (!values.ok()) return values.status();
-    const tensor::FloatTensor before = *values;
     methods::WeightTensor weight{&info, &*values, plan.sparsity_of_tensor[index],
                                  calibration.Find(info.name)};
     const methods::ProgressTick tick = [&](double fraction) {
@@ -112,8 +110,10 @@ absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan,
       return absl::Status(outcome.status().code(),
                           absl::StrCat(info.name, ": ", outcome.status().message()));
     }
+    auto change = model.CompareWithStored(index, values->span());
+    if (!change.ok()) return change.status();
     if (auto s = model.Write(index, *values, outcome->packing); !s.ok()) return s;
-    FillTensorReport(info, before, *values, group, *outcome, report.add_tensors());
+    FillTensorReport(info, *change, group, *outcome, report.add_tensors());
     meter.Advance(info.params, info.name);
   }
   return absl::OkStatus();

@@ -77,6 +77,18 @@ class Model {
 
   // The tensor's values as float32 (a copy: the caller may change it).
   virtual absl::StatusOr<tensor::FloatTensor> Read(size_t index) const = 0;
+  // How `after` differs from the tensor as stored now, before Write: what
+  // the report says of a change, without the caller keeping a copy of the
+  // original. The default reads the tensor; formats that can decode in
+  // pieces do it without a copy.
+  virtual absl::StatusOr<tensor::ChangeStats> CompareWithStored(
+      size_t index, absl::Span<const float> after) const {
+    auto before = Read(index);
+    if (!before.ok()) return before.status();
+    tensor::ChangeAccumulator change;
+    change.Add(before->span(), after);
+    return change.stats();
+  }
   // Replaces the tensor's values (same shape), stored in its own dtype.
   virtual absl::Status Write(size_t index, const tensor::FloatTensor& values,
                              const PackingHint& packing = {}) = 0;

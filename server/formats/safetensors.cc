@@ -85,6 +85,32 @@ absl::StatusOr<tensor::FloatTensor> SafetensorsModel::Read(size_t index) const {
   return out;
 }
 
+// Decodes the stored tensor a slice at a time into a small buffer: the
+// original stays in the file bytes until Write, so no copy is needed.
+absl::StatusOr<tensor::ChangeStats> SafetensorsModel::CompareWithStored(
+    size_t index, absl::Span<const float> after) const {
+  if (auto status = CheckUsable(index); !status.ok()) return status;
+  const SafetensorsEntry& entry = header_.entries[index];
+  if (after.size() != entry.count) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor \"", entry.name, "\" has ", entry.count, " values, not ", after.size()));
+  }
+  constexpr size_t kSlice = 4096;
+  std::vector<float> slice(kSlice);
+  const size_t width = tensor::DTypeSize(entry.dtype);
+  tensor::ChangeAccumulator change;
+  for (size_t first = 0; first < after.size(); first += kSlice) {
+    const size_t length = std::min(kSlice, after.size() - first);
+    if (auto status = tensor::DecodeToFloat(entry.dtype, TensorData(index) + first * width, length,
+                                            absl::MakeSpan(slice).subspan(0, length));
+        !status.ok()) {
+      return status;
+    }
+    change.Add(absl::MakeConstSpan(slice).subspan(0, length), after.subspan(first, length));
+  }
+  return change.stats();
+}
+
 absl::Status SafetensorsModel::Write(size_t index, const tensor::FloatTensor& values,
                                      const PackingHint& packing) {
   if (auto status = CheckUsable(index); !status.ok()) return status;

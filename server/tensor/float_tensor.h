@@ -24,9 +24,26 @@ bool ElementCount(absl::Span<const int64_t> shape, uint64_t* count);
 
 uint64_t CountNonZero(absl::Span<const float> values);
 
-// ||a - b||_F / ||a||_F in double precision; 0 when a is all zeros.
-double RelativeFrobeniusError(absl::Span<const float> before,
-                              absl::Span<const float> after);
+// What a change did to one tensor, for the report.
+struct ChangeStats {
+  uint64_t nonzero_before = 0, nonzero_after = 0;
+  double norm2_before = 0.0;  // ||before||_F^2
+  double diff2 = 0.0;         // ||before - after||_F^2
+
+  // ||before - after||_F / ||before||_F; 0 when before is all zeros.
+  double relative_error() const;
+};
+
+// Accumulates ChangeStats over a tensor fed in pieces (same positions in
+// both spans), in double precision, in one pass.
+class ChangeAccumulator {
+ public:
+  void Add(absl::Span<const float> before, absl::Span<const float> after);
+  const ChangeStats& stats() const { return stats_; }
+
+ private:
+  ChangeStats stats_;
+};
 
 }  // namespace bonsai::tensor
 

@@ -1,6 +1,8 @@
 #include "server/formats/safetensors.h"
 
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -82,6 +84,29 @@ TEST(SafetensorsTest, ReadWriteSameValuesIsByteIdentical) {
   auto out = model->Serialize({});
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(*out, original);
+}
+
+// The report's figures come from comparing with the stored bytes, not with
+// a copy: they must equal a direct computation on the values.
+TEST(SafetensorsTest, CompareWithStoredDescribesTheChange) {
+  auto model = Parse(SmallModel());
+  size_t index = 0;
+  for (; index < model->tensors().size(); ++index)
+    if (model->tensors()[index].name == "layer.weight") break;
+  ASSERT_LT(index, model->tensors().size());
+  const std::vector<float> after = {0, -2, 0, -4, 5, -7};  // two pruned, one moved
+  auto change = model->CompareWithStored(index, after);
+  ASSERT_TRUE(change.ok()) << change.status();
+  EXPECT_EQ(change->nonzero_before, 6u);
+  EXPECT_EQ(change->nonzero_after, 4u);
+  EXPECT_DOUBLE_EQ(change->norm2_before, 1 + 4 + 9 + 16 + 25 + 36);
+  EXPECT_DOUBLE_EQ(change->diff2, 1 + 9 + 1);
+  EXPECT_DOUBLE_EQ(change->relative_error(), std::sqrt(11.0 / 91.0));
+  // Nothing was written: the stored tensor is the original.
+  auto stored = model->Read(index);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->values, (std::vector<float>{1, -2, 3, -4, 5, -6}));
+  EXPECT_FALSE(model->CompareWithStored(index, std::vector<float>(5)).ok());
 }
 
 TEST(SafetensorsTest, ZeroedValuesSurviveReparse) {
