@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -92,3 +93,28 @@ def test_report_totals_and_timings_are_filled(client, cnn_onnx):
     assert totals.nonzero_after == pytest.approx(totals.prunable_params * 0.5, abs=1)
     assert timings.total_seconds > 0 and timings.compress_seconds >= 0
     assert result.report.method == "magnitude"
+
+
+def _zstd_size(data: bytes, tmp_path) -> int:
+    """The size Debian's zstd command line gives the same bytes at level 1 (from
+    a file, so that it records the content size in the frame as the server does)."""
+    path = tmp_path / "output.bin"
+    path.write_bytes(data)
+    out = subprocess.run(["zstd", "-1", "--no-check", "-c", "-q", str(path)],
+                         stdout=subprocess.PIPE, check=True).stdout
+    return len(out)
+
+
+def test_zstd_size_is_what_the_zstd_tool_gives(client, tmp_path):
+    """model_bytes_out_zstd is checked against the zstd command line: exactly for
+    an output of one frame (under 8 MiB), within a fraction of a percent for one
+    the server compresses as several frames in parallel."""
+    rng = np.random.default_rng(7)
+    small = {"a.weight": rng.standard_normal((256, 512), dtype=np.float32)}
+    result = client.compress(safetensors_io.dumps(small), sparsity=0.6)
+    assert result.report.totals.model_bytes_out_zstd == _zstd_size(result.model, tmp_path)
+
+    large = {f"l{i}.weight": rng.standard_normal((1024, 1024), dtype=np.float32) for i in range(5)}
+    result = client.compress(safetensors_io.dumps(large), sparsity=0.6)
+    assert len(result.model) > 2 * (8 << 20)
+    assert result.report.totals.model_bytes_out_zstd == pytest.approx(_zstd_size(result.model, tmp_path), rel=0.005)
