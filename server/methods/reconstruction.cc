@@ -18,4 +18,18 @@ absl::StatusOr<double> SumOfQuadraticForms(tensor::ConstMatrix x, tensor::ConstM
   return sum;
 }
 
+absl::StatusOr<double> SquaredNormTimesUpper(tensor::Matrix x, tensor::ConstMatrix u,
+                                             tensor::Transpose trans_u) {
+  if (auto s = tensor::MultiplyByUpperRight(u, trans_u, x); !s.ok()) return s;
+  double sum = 0.0;
+  for (int64_t r = 0; r < x.rows; ++r) sum += SumOfSquares(x.data.subspan(r * x.ld, x.cols));
+  return sum;
+}
+
+double SumOfSquares(absl::Span<const float> v) {
+  double sum = 0.0;
+  for (float x : v) sum += static_cast<double>(x) * x;
+  return sum;
+}
+
 }  // namespace bonsai::methods

@@ -16,6 +16,15 @@ namespace bonsai::methods {
 absl::StatusOr<double> SumOfQuadraticForms(tensor::ConstMatrix x, tensor::ConstMatrix h,
                                            std::vector<float>& scratch);
 
+// ||x op(u)||^2 in double for upper triangular u, overwriting x. With the
+// Cholesky factor of h = R^T R this is SumOfQuadraticForms(x, h) in half the
+// flops: x h x^T = ||x R^T||^2.
+absl::StatusOr<double> SquaredNormTimesUpper(tensor::Matrix x, tensor::ConstMatrix u,
+                                             tensor::Transpose trans_u);
+
+// Sum of squares of a span, in double.
+double SumOfSquares(absl::Span<const float> v);
+
 // num / den, or 0 when the layer's output is zero on the calibration data.
 inline double RelativeReconstructionError(double num, double den) {
   return den > 0.0 ? num / den : 0.0;

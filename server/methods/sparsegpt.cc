@@ -136,9 +136,11 @@ class Pruner {
           if (pruned) slot = 0.0f;
         }
       }
-      Matrix e = tensor::MatrixOf(absl::MakeSpan(rows_buf).subspan(0, rows * d_), rows, d_);
-      if (auto s = tensor::MultiplyByUpperRight(u, e); !s.ok()) return s;
-      for (int64_t i = 0; i < rows * d_; ++i) *dw_norm2 += static_cast<double>(rows_buf[i]) * rows_buf[i];
+      absl::StatusOr<double> part = SquaredNormTimesUpper(
+          tensor::MatrixOf(absl::MakeSpan(rows_buf).subspan(0, rows * d_), rows, d_), u,
+          Transpose::kNo);
+      if (!part.ok()) return part.status();
+      *dw_norm2 += *part;
     }
     return absl::OkStatus();
   }
@@ -334,27 +336,32 @@ absl::StatusOr<MethodOutcome> SparseGptMethod::Apply(const WeightTensor& weight,
     diag_sum += h[j * d + j];
   }
 
+  // The denominator tr(W (H/n) W^T) through the Cholesky factor of the
+  // dampened H_d = H/n + lambda I = R^T R: tr(W H_d W^T) = ||W R^T||^2, a
+  // triangular product at half the flops of W times H, less lambda ||W||^2.
+  // Dead inputs are zero columns of W, so their entries of H_d do not count.
+  const float lambda = d > 0 ? static_cast<float>(dampening_ * diag_sum / d) : 0.0f;
+  for (int64_t j = 0; j < d; ++j) h[j * d + j] += lambda;
+  const Matrix factor = tensor::MatrixOf(absl::MakeSpan(h), d, d);
+  auto in_tensor = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat("tensor '", weight.info->name, "': ", s.message()));
+  };
+  if (auto s = tensor::CholeskyUpper(factor); !s.ok()) return in_tensor(s);
   double denominator = 0.0;
   {
-    std::vector<float> rows_buf(static_cast<size_t>(kRowChunk) * d), product;
+    std::vector<float> rows_buf(static_cast<size_t>(kRowChunk) * d);
     for (int64_t first = 0; first < g.rows; first += kRowChunk) {
       const int64_t rows = std::min(kRowChunk, g.rows - first);
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t c = 0; c < d; ++c) rows_buf[r * d + c] = w.at(first + r, c);
-      absl::StatusOr<double> part = SumOfQuadraticForms(
-          tensor::MatrixOf(absl::MakeConstSpan(rows_buf).subspan(0, rows * d), rows, d),
-          tensor::MatrixOf(absl::MakeConstSpan(h), d, d), product);
+      const Matrix chunk = tensor::MatrixOf(absl::MakeSpan(rows_buf).subspan(0, rows * d), rows, d);
+      denominator -= lambda * SumOfSquares(chunk.data);
+      absl::StatusOr<double> part = SquaredNormTimesUpper(chunk, factor, Transpose::kYes);
       if (!part.ok()) return part.status();
       denominator += *part;
     }
   }
-
-  const double lambda = d > 0 ? dampening_ * diag_sum / d : 0.0;
-  for (int64_t j = 0; j < d; ++j) h[j * d + j] += static_cast<float>(lambda);
-  if (auto s = tensor::InverseUpperCholesky(tensor::MatrixOf(absl::MakeSpan(h), d, d));
-      !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat("tensor '", weight.info->name, "': ", s.message()));
-  }
+  if (auto s = tensor::InverseUpperCholeskyFromFactor(factor); !s.ok()) return in_tensor(s);
 
   Pruner pruner(w, h, n_, m_, block_size_, weight.sparsity, g.channels);
   if (auto s = pruner.Run(tick, weight.info->name); !s.ok()) return s;

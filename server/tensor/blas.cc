@@ -33,6 +33,15 @@ absl::Status CheckView(const ConstMatrix& m, const char* what) {
 
 CBLAS_TRANSPOSE ToCblas(Transpose t) { return t == Transpose::kYes ? CblasTrans : CblasNoTrans; }
 
+absl::Status CheckSquare(const Matrix& h) {
+  if (auto s = CheckView(h, "h"); !s.ok()) return s;
+  if (h.rows != h.cols) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Hessian must be square; got ", h.rows, "x", h.cols));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status Gemm(float alpha, ConstMatrix a, Transpose trans_a, ConstMatrix b,
@@ -80,7 +89,7 @@ absl::Status GramUpdate(float alpha, ConstMatrix a, float beta, Matrix c) {
   return absl::OkStatus();
 }
 
-absl::Status MultiplyByUpperRight(ConstMatrix u, Matrix b) {
+absl::Status MultiplyByUpperRight(ConstMatrix u, Transpose trans_u, Matrix b) {
   if (auto s = CheckView(u, "u"); !s.ok()) return s;
   if (auto s = CheckView(b, "b"); !s.ok()) return s;
   if (u.rows != u.cols || u.rows != b.cols) {
@@ -89,34 +98,38 @@ absl::Status MultiplyByUpperRight(ConstMatrix u, Matrix b) {
         "x", u.cols));
   }
   if (b.rows == 0 || b.cols == 0) return absl::OkStatus();
-  cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit,
+  cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, ToCblas(trans_u), CblasNonUnit,
               static_cast<int>(b.rows), static_cast<int>(b.cols), 1.0f, u.data.data(),
               static_cast<int>(u.ld), b.data.data(), static_cast<int>(b.ld));
   return absl::OkStatus();
 }
 
-absl::Status InverseUpperCholesky(Matrix h) {
-  if (auto s = CheckView(h, "h"); !s.ok()) return s;
-  if (h.rows != h.cols) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Hessian must be square; got ", h.rows, "x", h.cols));
-  }
+// The row-major upper triangle is, read column-major, the lower triangle of
+// the same (symmetric) matrix. Calling LAPACK column-major with 'L' works on
+// our memory as it is; LAPACKE's row-major path would transpose into a
+// second Hessian-sized buffer first.
+absl::Status CholeskyUpper(Matrix h) {
+  if (auto s = CheckSquare(h); !s.ok()) return s;
   const int n = static_cast<int>(h.rows);
   if (n == 0) return absl::OkStatus();
-  const int ld = static_cast<int>(h.ld);
-  float* a = h.data.data();
-  // The row-major upper triangle is, read column-major, the lower triangle of
-  // the same (symmetric) matrix. Calling LAPACK column-major with 'L' works
-  // on our memory as it is; LAPACKE's row-major path would transpose into a
-  // second Hessian-sized buffer first.
-  lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', n, a, ld);
+  const lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', n, h.data.data(),
+                                         static_cast<int>(h.ld));
   if (info > 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "Hessian not positive definite (leading minor ", info,
         " of ", n, "); raise dampening or send more calibration samples"));
   }
   if (info < 0) return absl::InternalError(absl::StrCat("spotrf argument ", -info, " invalid"));
-  info = LAPACKE_spotri(LAPACK_COL_MAJOR, 'L', n, a, ld);
+  return absl::OkStatus();
+}
+
+absl::Status InverseUpperCholeskyFromFactor(Matrix r) {
+  if (auto s = CheckSquare(r); !s.ok()) return s;
+  const int n = static_cast<int>(r.rows);
+  if (n == 0) return absl::OkStatus();
+  const int ld = static_cast<int>(r.ld);
+  float* a = r.data.data();
+  lapack_int info = LAPACKE_spotri(LAPACK_COL_MAJOR, 'L', n, a, ld);
   if (info > 0) {
     return absl::FailedPreconditionError(
         "Hessian is singular; raise dampening or send more calibration samples");
@@ -131,6 +144,11 @@ absl::Status InverseUpperCholesky(Matrix h) {
   for (int i = 0; i < n; ++i)
     for (int j = 0; j < i; ++j) a[static_cast<int64_t>(i) * ld + j] = 0.0f;
   return absl::OkStatus();
+}
+
+absl::Status InverseUpperCholesky(Matrix h) {
+  if (auto s = CholeskyUpper(h); !s.ok()) return s;
+  return InverseUpperCholeskyFromFactor(h);
 }
 
 }  // namespace bonsai::tensor

@@ -43,14 +43,24 @@ absl::Status Gemm(float alpha, ConstMatrix a, Transpose trans_a, ConstMatrix b,
 // triangles of c filled (BLAS writes only one).
 absl::Status GramUpdate(float alpha, ConstMatrix a, float beta, Matrix c);
 
-// b = b * u in place, u upper triangular (the strict lower part is ignored).
-absl::Status MultiplyByUpperRight(ConstMatrix u, Matrix b);
+// b = b * op(u) in place, u upper triangular (the strict lower part is
+// ignored). Half the flops of a Gemm with u.
+absl::Status MultiplyByUpperRight(ConstMatrix u, Transpose trans_u, Matrix b);
 
 // For a symmetric positive definite h (only its upper triangle is read),
 // replaces h by the upper Cholesky factor U of h^-1 (h^-1 = U^T U), with the
 // strict lower triangle zeroed. This is the form SparseGPT's OBS updates
 // read their rows from. FailedPrecondition when h is not positive definite.
 absl::Status InverseUpperCholesky(Matrix h);
+
+// InverseUpperCholesky in its two halves, for a caller that needs the
+// Cholesky factor of h itself in between (h = R^T R, so for any x,
+// x h x^T = ||x R^T||^2):
+//   CholeskyUpper writes R over h's upper triangle (the strict lower
+//   triangle is left as it was);
+//   InverseUpperCholeskyFromFactor turns that R into U, as above.
+absl::Status CholeskyUpper(Matrix h);
+absl::Status InverseUpperCholeskyFromFactor(Matrix r);
 
 }  // namespace bonsai::tensor
 

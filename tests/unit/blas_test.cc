@@ -77,6 +77,42 @@ TEST(BlasTest, InverseUpperCholeskyGivesUpperUWithUTransposeUTheInverse) {
     }
 }
 
+TEST(BlasTest, CholeskyUpperTurnsQuadraticFormsIntoNormsOfATriangularProduct) {
+  const int n = 5, rows = 3;
+  const std::vector<float> x = Random(20 * n, 5), w = Random(rows * n, 6);
+  std::vector<float> h(n * n, 0.0f);
+  ASSERT_TRUE(GramUpdate(1.0f, MatrixOf(absl::MakeConstSpan(x), 20, n), 0.0f,
+                         MatrixOf(absl::MakeSpan(h), n, n))
+                  .ok());
+  std::vector<float> r = h, wr = w;
+  ASSERT_TRUE(CholeskyUpper(MatrixOf(absl::MakeSpan(r), n, n)).ok());
+  ASSERT_TRUE(MultiplyByUpperRight(MatrixOf(absl::MakeConstSpan(r), n, n), Transpose::kYes,
+                                   MatrixOf(absl::MakeSpan(wr), rows, n))
+                  .ok());
+  for (int i = 0; i < rows; ++i) {
+    double form = 0, norm = 0;  // w_i h w_i^T and ||w_i R^T||^2
+    for (int a = 0; a < n; ++a) {
+      norm += double(wr[i * n + a]) * wr[i * n + a];
+      for (int b = 0; b < n; ++b) form += double(w[i * n + a]) * h[a * n + b] * w[i * n + b];
+    }
+    EXPECT_NEAR(norm, form, 1e-4 * form);
+  }
+}
+
+TEST(BlasTest, InverseUpperCholeskyIsCholeskyUpperThenFromFactor) {
+  const int n = 7;
+  const std::vector<float> x = Random(30 * n, 7);
+  std::vector<float> h(n * n, 0.0f);
+  ASSERT_TRUE(GramUpdate(1.0f, MatrixOf(absl::MakeConstSpan(x), 30, n), 0.0f,
+                         MatrixOf(absl::MakeSpan(h), n, n))
+                  .ok());
+  std::vector<float> whole = h, halves = h;
+  ASSERT_TRUE(InverseUpperCholesky(MatrixOf(absl::MakeSpan(whole), n, n)).ok());
+  ASSERT_TRUE(CholeskyUpper(MatrixOf(absl::MakeSpan(halves), n, n)).ok());
+  ASSERT_TRUE(InverseUpperCholeskyFromFactor(MatrixOf(absl::MakeSpan(halves), n, n)).ok());
+  EXPECT_EQ(whole, halves);
+}
+
 TEST(BlasTest, NotPositiveDefiniteIsFailedPreconditionSuggestingDampening) {
   std::vector<float> h = {1, 2, 2, 1};
   const absl::Status s = InverseUpperCholesky(MatrixOf(absl::MakeSpan(h), 2, 2));
@@ -85,12 +121,17 @@ TEST(BlasTest, NotPositiveDefiniteIsFailedPreconditionSuggestingDampening) {
 }
 
 TEST(BlasTest, MultiplyByUpperRightIgnoresTheLowerTriangle) {
-  std::vector<float> u = {1, 2, 99, 3};  // 99 is below the diagonal
+  const std::vector<float> u = {1, 2, 99, 3};  // 99 is below the diagonal
   std::vector<float> b = {1, 1, 2, 0};
-  ASSERT_TRUE(MultiplyByUpperRight(MatrixOf(absl::MakeConstSpan(u), 2, 2),
+  ASSERT_TRUE(MultiplyByUpperRight(MatrixOf(absl::MakeConstSpan(u), 2, 2), Transpose::kNo,
                                    MatrixOf(absl::MakeSpan(b), 2, 2))
                   .ok());
   EXPECT_EQ(b, (std::vector<float>{1, 5, 2, 4}));
+  std::vector<float> c = {1, 1, 2, 0};  // times u^T = {1, 0; 2, 3}
+  ASSERT_TRUE(MultiplyByUpperRight(MatrixOf(absl::MakeConstSpan(u), 2, 2), Transpose::kYes,
+                                   MatrixOf(absl::MakeSpan(c), 2, 2))
+                  .ok());
+  EXPECT_EQ(c, (std::vector<float>{3, 3, 2, 0}));
 }
 
 }  // namespace

@@ -165,11 +165,15 @@ TEST(SparseGptTest, InputsThatAreAlwaysZeroGetZeroWeights) {
   const int64_t out = 4, d = 16, n = 40;
   std::vector<float> x = CorrelatedInputs(n, d, 13);
   for (int64_t s = 0; s < n; ++s) x[s * d + 5] = 0.0f;
-  OwnedWeight w("fc.weight", {out, d}, RandomNormal(out * d, 14));
+  const std::vector<float> before = RandomNormal(out * d, 14);
+  OwnedWeight w("fc.weight", {out, d}, before);
   w.calibration = GramOf(x, n, d);
   auto outcome = SparseGpt(0.25, 8).On(w);
   ASSERT_TRUE(outcome.ok()) << outcome.status();
   for (int64_t o = 0; o < out; ++o) EXPECT_EQ(w.values.values[o * d + 5], 0.0f);
+  // The error's Cholesky-factor terms must not count the dead input either.
+  const double actual = OutputError(before, w.values.values, x, out, n, d);
+  EXPECT_NEAR(outcome->reconstruction_error, actual, 2e-3 * actual);
 }
 
 TEST(SparseGptTest, TickReturningFalseCancels) {
