@@ -4,7 +4,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 from typing import Optional
 
 from google.protobuf import json_format
@@ -61,10 +63,14 @@ class CompressResult:
 class ModelSink:
     """Receives model chunks into memory or a file, hashing as they arrive.
 
-    A file is written beside its destination and renamed into place only once
-    the bytes are verified, so a failed job never leaves a partial model
-    under the requested name.
+    Hashing and writing happen on a thread of their own (hashlib and file
+    writes release the GIL), so checking a multi-GB model overlaps its
+    download instead of following it. A file is written beside its
+    destination and renamed into place only once the bytes are verified, so a
+    failed job never leaves a partial model under the requested name.
     """
+
+    _QUEUED_CHUNKS = 16  # bounds what waits in memory: 16 MiB at 1 MiB chunks
 
     def __init__(self, output_path: Optional[str]):
         self._hash = hashlib.sha256()
@@ -77,16 +83,42 @@ class ModelSink:
             directory = os.path.dirname(os.path.abspath(self._path))
             fd, self._tmp_name = tempfile.mkstemp(prefix=".bonsai-", suffix=".part", dir=directory)
             self._file = os.fdopen(fd, "wb")
+        self._queue: queue.Queue = queue.Queue(maxsize=self._QUEUED_CHUNKS)
+        self._error: Optional[BaseException] = None
+        self._worker = threading.Thread(target=self._consume, name="bonsai-sink", daemon=True)
+        self._worker.start()
+
+    def _consume(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            if self._error is not None:
+                continue  # keep draining so the receiver never blocks
+            try:
+                self._hash.update(chunk)
+                if self._file is not None:
+                    self._file.write(chunk)
+                else:
+                    self._chunks.append(chunk)
+            except BaseException as err:  # e.g. a full disk: raised to the caller
+                self._error = err
 
     def write(self, chunk: bytes) -> None:
-        self._hash.update(chunk)
+        if self._error is not None:
+            raise self._error
         self.size += len(chunk)
-        if self._file is not None:
-            self._file.write(chunk)
-        else:
-            self._chunks.append(chunk)
+        self._queue.put(chunk)
+
+    def _finish(self) -> None:
+        if self._worker.is_alive():
+            self._queue.put(None)
+            self._worker.join()
+        if self._error is not None:
+            raise self._error
 
     def verify(self, report: pb.CompressionReport) -> None:
+        self._finish()
         digest = self._hash.hexdigest()
         expected = report.output_sha256.lower()
         if expected and digest != expected:
@@ -109,6 +141,10 @@ class ModelSink:
         return None
 
     def discard(self) -> None:
+        try:
+            self._finish()
+        except BaseException:
+            pass  # discarding anyway
         self._chunks = []
         if self._file is not None:
             self._file.close()
