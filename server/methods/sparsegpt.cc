@@ -96,13 +96,41 @@ class Groups {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
+// The buffer that serves, in turn, the denominator's row chunks, the
+// block's errors and scores, and the final row chunks: one buffer, so the
+// peak is the largest of these and not their sum.
+std::vector<float> WorkBuffer(int64_t rows, int64_t d, int block) {
+  return std::vector<float>(std::max(std::min(rows, kRowChunk) * d, 2 * rows * block));
+}
+
+// Sum of ||chunk op(t)||^2 over the weight's rows in chunks as large as
+// `buffer` allows; fill_row(r, row) writes row r of the chunk first.
+template <typename FillRow>
+absl::StatusOr<double> SumOverRowChunks(int64_t rows, int64_t d, absl::Span<float> buffer,
+                                        ConstMatrix t, Transpose trans_t, FillRow fill_row) {
+  if (d == 0) return 0.0;
+  const int64_t chunk_rows = static_cast<int64_t>(buffer.size()) / d;
+  double sum = 0.0;
+  for (int64_t first = 0; first < rows; first += chunk_rows) {
+    const int64_t count = std::min(chunk_rows, rows - first);
+    for (int64_t r = 0; r < count; ++r) fill_row(first + r, buffer.subspan(r * d, d));
+    absl::StatusOr<double> part =
+        SquaredNormTimesUpper(tensor::MatrixOf(buffer.subspan(0, count * d), count, d), t, trans_t);
+    if (!part.ok()) return part.status();
+    sum += *part;
+  }
+  return sum;
+}
+
 class Pruner {
  public:
-  Pruner(Work w, std::vector<float>& u, int n, int m, int block, double sparsity,
-         int64_t channels)
+  // `work` holds at least 2 * rows * block floats (see WorkBuffer).
+  Pruner(Work w, const std::vector<float>& u, int n, int m, int block, double sparsity,
+         int64_t channels, absl::Span<float> work)
       : w_(w), d_(w.cols), u_(u), n_(n), m_(m), block_(block), sparsity_(sparsity),
         groups_(channels, m), pruned_(static_cast<size_t>(w.rows) * w.cols, false),
-        row_(block), err1_(static_cast<size_t>(w.rows) * block),
+        work_(work), row_(block), err1_(work.subspan(0, w.rows * block)),
+        scores_(work.subspan(w.rows * block, w.rows * block)),
         prune1_(new bool[err1_.size()]), group_scores_(std::max(m, 0)),
         group_keep_(new bool[std::max(m, 0)]) {}
 
@@ -122,26 +150,20 @@ class Pruner {
 
   // ||E||^2 and ||E U||^2, then zeroes the pruned slots (which held E).
   absl::Status FinishAndMeasure(double* e_norm2, double* dw_norm2) {
-    std::vector<float> rows_buf(static_cast<size_t>(kRowChunk) * d_);
-    const ConstMatrix u = tensor::MatrixOf(absl::MakeConstSpan(u_), d_, d_);
-    *e_norm2 = *dw_norm2 = 0.0;
-    for (int64_t first = 0; first < w_.rows; first += kRowChunk) {
-      const int64_t rows = std::min(kRowChunk, w_.rows - first);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t c = 0; c < d_; ++c) {
-          float& slot = w_.at(first + r, c);
-          const bool pruned = pruned_[(first + r) * d_ + c];
-          rows_buf[r * d_ + c] = pruned ? slot : 0.0f;
-          *e_norm2 += pruned ? static_cast<double>(slot) * slot : 0.0;
-          if (pruned) slot = 0.0f;
-        }
-      }
-      absl::StatusOr<double> part = SquaredNormTimesUpper(
-          tensor::MatrixOf(absl::MakeSpan(rows_buf).subspan(0, rows * d_), rows, d_), u,
-          Transpose::kNo);
-      if (!part.ok()) return part.status();
-      *dw_norm2 += *part;
-    }
+    *e_norm2 = 0.0;
+    absl::StatusOr<double> eu = SumOverRowChunks(
+        w_.rows, d_, work_, tensor::MatrixOf(absl::MakeConstSpan(u_), d_, d_), Transpose::kNo,
+        [&](int64_t r, absl::Span<float> e) {
+          for (int64_t c = 0; c < d_; ++c) {
+            float& slot = w_.at(r, c);
+            const bool pruned = pruned_[r * d_ + c];
+            e[c] = pruned ? slot : 0.0f;
+            if (pruned) slot = 0.0f;
+          }
+          *e_norm2 += SumOfSquares(e);
+        });
+    if (!eu.ok()) return eu.status();
+    *dw_norm2 = *eu;
     return absl::OkStatus();
   }
 
@@ -164,7 +186,6 @@ class Pruner {
       std::fill(prune, prune + size, k > 0);
       return;
     }
-    scores_.resize(size);
     std::fill(histogram_.begin(), histogram_.end(), 0);
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t j = 0; j < count; ++j) {
@@ -180,8 +201,8 @@ class Pruner {
     uint32_t bucket = 0;
     while (below + histogram_[bucket] < k) below += histogram_[bucket++];
     candidates_.clear();
-    for (float score : scores_)
-      if (Bucket(score) == bucket) candidates_.push_back(score);
+    for (uint64_t i = 0; i < size; ++i)
+      if (Bucket(scores_[i]) == bucket) candidates_.push_back(scores_[i]);
     const uint64_t nth = k - 1 - below;
     std::nth_element(candidates_.begin(), candidates_.begin() + nth, candidates_.end());
     const float threshold = candidates_[nth];
@@ -269,10 +290,12 @@ class Pruner {
   double sparsity_;
   Groups groups_;
   std::vector<bool> pruned_;
-  std::vector<float> row_;         // the row of the block being pruned
-  std::vector<float> err1_;        // the block's errors, rows x block_
+  absl::Span<float> work_;          // err1_ and scores_, then the final row chunks
+  std::vector<float> row_;          // the row of the block being pruned
+  absl::Span<float> err1_;          // the block's errors, rows x block_
+  absl::Span<float> scores_;        // the block's scores, rows x its width
   std::unique_ptr<bool[]> prune1_;  // the block's mask, rows x its width
-  std::vector<float> scores_, candidates_, group_scores_;
+  std::vector<float> candidates_, group_scores_;
   std::vector<uint32_t> histogram_ = std::vector<uint32_t>(1 << 16);
   std::unique_ptr<bool[]> group_keep_;
 };
@@ -347,23 +370,20 @@ absl::StatusOr<MethodOutcome> SparseGptMethod::Apply(const WeightTensor& weight,
     return absl::Status(s.code(), absl::StrCat("tensor '", weight.info->name, "': ", s.message()));
   };
   if (auto s = tensor::CholeskyUpper(factor); !s.ok()) return in_tensor(s);
-  double denominator = 0.0;
-  {
-    std::vector<float> rows_buf(static_cast<size_t>(kRowChunk) * d);
-    for (int64_t first = 0; first < g.rows; first += kRowChunk) {
-      const int64_t rows = std::min(kRowChunk, g.rows - first);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < d; ++c) rows_buf[r * d + c] = w.at(first + r, c);
-      const Matrix chunk = tensor::MatrixOf(absl::MakeSpan(rows_buf).subspan(0, rows * d), rows, d);
-      denominator -= lambda * SumOfSquares(chunk.data);
-      absl::StatusOr<double> part = SquaredNormTimesUpper(chunk, factor, Transpose::kYes);
-      if (!part.ok()) return part.status();
-      denominator += *part;
-    }
-  }
+  std::vector<float> work = WorkBuffer(g.rows, d, block_size_);
+  double w_norm2 = 0.0;
+  absl::StatusOr<double> wr_norm2 = SumOverRowChunks(
+      g.rows, d, absl::MakeSpan(work), factor, Transpose::kYes,
+      [&](int64_t r, absl::Span<float> row) {
+        for (int64_t c = 0; c < d; ++c) row[c] = w.at(r, c);
+        w_norm2 += SumOfSquares(row);
+      });
+  if (!wr_norm2.ok()) return wr_norm2.status();
+  const double denominator = *wr_norm2 - lambda * w_norm2;
   if (auto s = tensor::InverseUpperCholeskyFromFactor(factor); !s.ok()) return in_tensor(s);
 
-  Pruner pruner(w, h, n_, m_, block_size_, weight.sparsity, g.channels);
+  Pruner pruner(w, h, n_, m_, block_size_, weight.sparsity, g.channels,
+                absl::MakeSpan(work));
   if (auto s = pruner.Run(tick, weight.info->name); !s.ok()) return s;
   double e_norm2 = 0.0, dw_norm2 = 0.0;
   if (auto s = pruner.FinishAndMeasure(&e_norm2, &dw_norm2); !s.ok()) return s;
