@@ -59,6 +59,24 @@ std::optional<int64_t> UniformColumnStride(const MatrixGeometry& g) {
 
 void GatherRows(const MatrixGeometry& g, absl::Span<const float> values, int64_t first,
                 tensor::Matrix out) {
+  if (g.row_stride == 1) {
+    // Neighbouring rows are neighbours in storage ([in, out]): copying a
+    // column at a time reads storage in order instead of one float per line.
+    // Columns lie far apart, each a short run the hardware does not fetch
+    // ahead, so the run a few columns on is asked for early.
+    constexpr int64_t kAhead = 8;
+    std::vector<const float*> column(g.cols());
+    for (int64_t ch = 0, col = 0; ch < g.channels; ++ch)
+      for (int64_t k = 0; k < g.kernel; ++k, ++col)
+        column[col] = values.data() + g.Offset(first, ch, k);
+    for (int64_t col = 0; col < g.cols(); ++col) {
+      if (col + kAhead < g.cols())
+        for (int64_t r = 0; r < out.rows; r += 16) __builtin_prefetch(column[col + kAhead] + r);
+      const float* src = column[col];
+      for (int64_t r = 0; r < out.rows; ++r) out.data[r * out.ld + col] = src[r];
+    }
+    return;
+  }
   for (int64_t r = 0; r < out.rows; ++r) {
     float* dst = out.data.data() + r * out.ld;
     for (int64_t ch = 0; ch < g.channels; ++ch)

@@ -59,6 +59,16 @@ absl::StatusOr<MatrixGeometry> GeometryOf(const WeightTensor& weight);
 // with a kernel larger than 1x1).
 std::optional<int64_t> UniformColumnStride(const MatrixGeometry& geometry);
 
+// Whether each row is one span of storage in column order, row r at
+// r * row_stride: Linear/Gemm [out, in] and Conv [out, in, kh, kw] weights.
+inline bool RowsAreContiguous(const MatrixGeometry& g) { return UniformColumnStride(g) == 1; }
+
+// Whether each column is one span of storage, element (r, c) at c * rows + r:
+// an ONNX MatMul weight [in, out].
+inline bool ColumnsAreContiguous(const MatrixGeometry& g) {
+  return g.row_stride == 1 && UniformColumnStride(g) == g.rows;
+}
+
 // Copies rows [first, first + out.rows) of the weight into `out` (rows x cols).
 void GatherRows(const MatrixGeometry& geometry, absl::Span<const float> values,
                 int64_t first, tensor::Matrix out);
