@@ -1,10 +1,12 @@
 // Throughput of the one-pass methods of issue 3 (N:M, binarize, ternarize)
 // through CreateMethod + Apply, as the engine calls them, on float32
-// weights of PyTorch layout [out, in]; printed as one JSON object for
-// bench/run_all.py, in GB/s of float32 weights (best of --repeats, each on a
-// fresh copy of the weights).
+// weights of PyTorch layout [out, in] (or ONNX MatMul's [in, out] with
+// --layout matmul, whose rows are not contiguous); printed as one JSON
+// object for bench/run_all.py, in GB/s of float32 weights (best of
+// --repeats, each on a fresh copy of the weights).
 //
 //   elementwise_methods_bench [--tensors 4] [--rows 4096] [--cols 4096] [--repeats 3]
+//                             [--layout torch|matmul]
 #include <time.h>
 
 #include <algorithm>
@@ -72,9 +74,14 @@ Timing Measure(const Case& c, const std::vector<bonsai::formats::TensorInfo>& in
 int main(int argc, char** argv) {
   int64_t tensors = 4, rows = 4096, cols = 4096;
   int repeats = 3;
+  bool matmul = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (i + 1 >= argc) Fail("missing value after " + arg);
+    if (arg == "--layout") {
+      matmul = std::string(argv[++i]) == "matmul";
+      continue;
+    }
     const long long value = std::stoll(argv[++i]);
     if (arg == "--tensors") tensors = value;
     else if (arg == "--rows") rows = value;
@@ -89,21 +96,29 @@ int main(int argc, char** argv) {
   std::vector<FloatTensor> originals(tensors);
   for (int64_t t = 0; t < tensors; ++t) {
     infos[t].name = absl::StrFormat("layers.%d.weight", t);
-    infos[t].shape = {rows, cols};
+    // [in, out] holds the same matrix transposed: rows are output channels.
+    const std::vector<int64_t> shape = matmul ? std::vector<int64_t>{cols, rows}
+                                              : std::vector<int64_t>{rows, cols};
+    infos[t].shape = shape;
     infos[t].dtype = bonsai::tensor::DType::kF32;
     infos[t].params = rows * cols;
-    infos[t].layout = bonsai::formats::WeightLayout{0, 1};
-    originals[t].shape = {rows, cols};
+    infos[t].layout = matmul ? bonsai::formats::WeightLayout{1, 0}
+                             : bonsai::formats::WeightLayout{0, 1};
+    originals[t].shape = shape;
     originals[t].values.resize(rows * cols);
     for (float& v : originals[t].values) v = normal(rng);
   }
   const double bytes = 4.0 * tensors * rows * cols;
 
-  methods::MethodConfig nm{.method = "nm", .n = 2, .m = 4};
   const std::vector<Case> cases = {
-      {"nm_2_4", nm}, {"binarize", {.method = "binarize"}}, {"ternarize", {.method = "ternarize"}}};
-  std::string out = absl::StrFormat("{\"bytes\": %.0f, \"tensors\": %d, \"rows\": %d, \"cols\": %d",
-                                    bytes, tensors, rows, cols);
+      {"nm_2_4", {.method = "nm", .n = 2, .m = 4}},
+      {"binarize", {.method = "binarize"}},
+      {"ternarize", {.method = "ternarize"}},
+      {"nm_4_8", {.method = "nm", .n = 4, .m = 8}},
+      {"ternarize_per_channel", {.method = "ternarize", .per_channel = true}}};
+  std::string out = absl::StrFormat(
+      "{\"bytes\": %.0f, \"tensors\": %d, \"rows\": %d, \"cols\": %d, \"layout\": \"%s\"", bytes,
+      tensors, rows, cols, matmul ? "matmul" : "torch");
   for (const Case& c : cases) {
     const Timing t = Measure(c, infos, originals, repeats);
     absl::StrAppendFormat(&out,
