@@ -82,6 +82,17 @@ def sparsegpt(W: torch.Tensor, H: torch.Tensor, sparsity: float, blocksize: int 
     return W
 
 
+def blas_threads():
+    """Threads of the BLAS torch calls for matmul and LAPACK, which are not
+    torch's own intra-op threads (torch.get_num_threads): with Debian's torch
+    that BLAS is OpenBLAS, threaded on its own. None when it cannot be asked."""
+    try:
+        import ctypes
+        return int(ctypes.CDLL("libopenblas.so.0").openblas_get_num_threads())
+    except (OSError, AttributeError):
+        return None
+
+
 def status_bytes(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -120,7 +131,8 @@ def main() -> None:
                       "seconds": seconds, "cpu_seconds": cpu_seconds, "vm_hwm_bytes": peak,
                       "rss_before_bytes": rss_before, "zeros": int((pruned == 0).sum()),
                       "params": W.numel(), "reconstruction_error": error,
-                      "torch": torch.__version__, "threads": torch.get_num_threads()}))
+                      "torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "blas_threads": blas_threads()}))
 
 
 if __name__ == "__main__":
