@@ -21,7 +21,10 @@
 //   tr(dW (H/n) dW^T) = ||E||^2 - lambda ||E U||^2.
 // E is non-zero only where a weight was pruned, where W' is zero, so E is
 // kept in the pruned slots of the weight itself until the end, with one bit
-// per weight saying which slots those are.
+// per weight saying which slots those are. ||E U||^2 and the denominator
+// (see Apply) are triangular products over row chunks, each half the flops
+// of a Gemm; with the algorithm's own lazy updates and the Cholesky steps
+// they are the run's BLAS time.
 
 namespace bonsai::methods {
 namespace {
