@@ -65,6 +65,7 @@ absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
                                   const CalibrationSet& calibration, WorkMeter& meter,
                                   const CancellationToken& cancel) {
   const auto& tensors = model.tensors();
+  tensor::FloatTensor values;  // one buffer for every tensor and pass
   for (MethodGroup& group : plan.groups) {
     for (int pass = 0; pass < group.method->observation_passes(); ++pass) {
       if (!group.method->NeedsPass(pass)) {
@@ -73,9 +74,8 @@ absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
       }
       for (size_t index : group.tensors) {
         if (auto s = cancel.CheckNotCancelled(); !s.ok()) return s;
-        auto values = model.Read(index);
-        if (!values.ok()) return values.status();
-        methods::WeightTensor weight{&tensors[index], &*values, plan.sparsity_of_tensor[index],
+        if (auto s = model.ReadInto(index, values); !s.ok()) return s;
+        methods::WeightTensor weight{&tensors[index], &values, plan.sparsity_of_tensor[index],
                                      calibration.Find(tensors[index].name)};
         group.method->Observe(pass, weight);
         meter.Advance(tensors[index].params, tensors[index].name);
@@ -90,6 +90,7 @@ absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan,
                           const CalibrationSet& calibration, WorkMeter& meter,
                           const CancellationToken& cancel, v1::CompressionReport& report) {
   const auto& tensors = model.tensors();
+  tensor::FloatTensor values;  // one buffer for every tensor
   for (size_t index = 0; index < tensors.size(); ++index) {
     const int group_index = plan.group_of_tensor[index];
     if (group_index < 0) continue;
@@ -97,9 +98,8 @@ absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan,
     MethodGroup& group = plan.groups[group_index];
     const formats::TensorInfo& info = tensors[index];
 
-    auto values = model.Read(index);
-    if (!values.ok()) return values.status();
-    methods::WeightTensor weight{&info, &*values, plan.sparsity_of_tensor[index],
+    if (auto s = model.ReadInto(index, values); !s.ok()) return s;
+    methods::WeightTensor weight{&info, &values, plan.sparsity_of_tensor[index],
                                  calibration.Find(info.name)};
     const methods::ProgressTick tick = [&](double fraction) {
       meter.Within(info.params, fraction, info.name);
@@ -110,9 +110,9 @@ absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan,
       return absl::Status(outcome.status().code(),
                           absl::StrCat(info.name, ": ", outcome.status().message()));
     }
-    auto change = model.CompareWithStored(index, values->span());
+    auto change = model.CompareWithStored(index, values.span());
     if (!change.ok()) return change.status();
-    if (auto s = model.Write(index, *values, outcome->packing); !s.ok()) return s;
+    if (auto s = model.Write(index, values, outcome->packing); !s.ok()) return s;
     FillTensorReport(info, *change, group, *outcome, report.add_tensors());
     meter.Advance(info.params, info.name);
   }

@@ -22,6 +22,7 @@ absl::StatusOr<v1::InspectResponse> RunInspectJob(const v1::InspectSpec& spec,
   response.set_total_bytes(total_bytes);
   uint64_t total_params = 0, selected_params = 0;
   const auto& tensors = (*model)->tensors();
+  tensor::FloatTensor values;  // one buffer for every tensor
   for (size_t i = 0; i < tensors.size(); ++i) {
     if (auto s = cancel.CheckNotCancelled(); !s.ok()) return s;
     const formats::TensorInfo& info = tensors[i];
@@ -34,9 +35,8 @@ absl::StatusOr<v1::InspectResponse> RunInspectJob(const v1::InspectSpec& spec,
     const bool selected = IsSelected(info, *include, *exclude, false);
     out->set_selected(selected);
     if (tensor::IsFloating(info.dtype)) {
-      auto values = (*model)->Read(i);
-      if (!values.ok()) return values.status();
-      out->set_zeros(info.params - tensor::CountNonZero(values->span()));
+      if (auto s = (*model)->ReadInto(i, values); !s.ok()) return s;
+      out->set_zeros(info.params - tensor::CountNonZero(values.span()));
     }
     total_params += info.params;
     if (selected) selected_params += info.params;

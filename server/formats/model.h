@@ -75,8 +75,17 @@ class Model {
   virtual Format format() const = 0;
   virtual const std::vector<TensorInfo>& tensors() const = 0;
 
-  // The tensor's values as float32 (a copy: the caller may change it).
-  virtual absl::StatusOr<tensor::FloatTensor> Read(size_t index) const = 0;
+  // The tensor's values as float32 into `out`, a copy the caller may
+  // change. Its storage is reused: a job that reads tensor after tensor into
+  // one FloatTensor allocates (and the kernel zeroes pages) once, not per
+  // tensor and pass.
+  virtual absl::Status ReadInto(size_t index, tensor::FloatTensor& out) const = 0;
+  // The same into a fresh tensor.
+  absl::StatusOr<tensor::FloatTensor> Read(size_t index) const {
+    tensor::FloatTensor out;
+    if (auto status = ReadInto(index, out); !status.ok()) return status;
+    return out;
+  }
   // How `after` differs from the tensor as stored now, before Write: what
   // the report says of a change, without the caller keeping a copy of the
   // original. The default reads the tensor; formats that can decode in

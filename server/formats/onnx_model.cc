@@ -113,13 +113,11 @@ absl::Status OnnxModel::CheckUsable(size_t index) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<tensor::FloatTensor> OnnxModel::Read(size_t index) const {
+absl::Status OnnxModel::ReadInto(size_t index, tensor::FloatTensor& out) const {
   if (auto status = CheckUsable(index); !status.ok()) return status;
-  tensor::FloatTensor out;
   out.shape = infos_[index].shape;
   out.values.resize(infos_[index].params);  // checked against the stored data
-  if (auto status = ReadOnnxTensor(*refs_[index].proto, out.span()); !status.ok()) return status;
-  return out;
+  return ReadOnnxTensor(*refs_[index].proto, out.span());
 }
 
 absl::Status OnnxModel::Write(size_t index, const tensor::FloatTensor& values,

@@ -26,7 +26,7 @@ class OnnxModel final : public Model {
 
   Format format() const override { return Format::kOnnx; }
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
-  absl::StatusOr<tensor::FloatTensor> Read(size_t index) const override;
+  absl::Status ReadInto(size_t index, tensor::FloatTensor& out) const override;
   absl::Status Write(size_t index, const tensor::FloatTensor& values,
                      const PackingHint& packing) override;
   absl::StatusOr<std::string> Serialize(const SerializeOptions& options) override;

@@ -72,17 +72,12 @@ unsigned char* SafetensorsModel::TensorData(size_t index) {
          header_.entries[index].begin;
 }
 
-absl::StatusOr<tensor::FloatTensor> SafetensorsModel::Read(size_t index) const {
+absl::Status SafetensorsModel::ReadInto(size_t index, tensor::FloatTensor& out) const {
   if (auto status = CheckUsable(index); !status.ok()) return status;
   const SafetensorsEntry& entry = header_.entries[index];
-  tensor::FloatTensor out;
   out.shape = entry.shape;
   out.values.resize(entry.count);  // bounded: the span was checked against the file
-  if (auto status = tensor::DecodeToFloat(entry.dtype, TensorData(index), entry.count, out.span());
-      !status.ok()) {
-    return status;
-  }
-  return out;
+  return tensor::DecodeToFloat(entry.dtype, TensorData(index), entry.count, out.span());
 }
 
 // Decodes the stored tensor a slice at a time into a small buffer: the

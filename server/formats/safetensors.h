@@ -29,7 +29,7 @@ class SafetensorsModel final : public Model {
 
   Format format() const override { return Format::kSafetensors; }
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
-  absl::StatusOr<tensor::FloatTensor> Read(size_t index) const override;
+  absl::Status ReadInto(size_t index, tensor::FloatTensor& out) const override;
   absl::StatusOr<tensor::ChangeStats> CompareWithStored(
       size_t index, absl::Span<const float> after) const override;
   absl::Status Write(size_t index, const tensor::FloatTensor& values,
