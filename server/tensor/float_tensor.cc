@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace bonsai::tensor {
@@ -19,46 +20,69 @@ bool ElementCount(absl::Span<const int64_t> shape, uint64_t* count) {
   return true;
 }
 
-uint64_t CountNonZero(absl::Span<const float> values) {
-  uint64_t count = 0;
-  for (float v : values) count += (v != 0.0f);
-  return count;
-}
-
 double ChangeStats::relative_error() const {
   return norm2_before > 0.0 ? std::sqrt(diff2 / norm2_before) : 0.0;
 }
 
-// Eight independent lanes of sums let the compiler vectorise a
-// floating-point reduction it may not reorder itself.
-void ChangeAccumulator::Add(absl::Span<const float> before, absl::Span<const float> after) {
-  constexpr size_t kLanes = 8;
-  double diff[kLanes] = {}, norm[kLanes] = {};
-  uint64_t nonzero_before[kLanes] = {}, nonzero_after[kLanes] = {};
-  const size_t n = std::min(before.size(), after.size());
+namespace {
+
+// Two doubles per register (SSE2, the build's baseline): written out with
+// GCC's vector types because the compiler may not reorder a floating-point
+// sum into lanes by itself, and a scalar sum waits on every add.
+using Doubles = double __attribute__((vector_size(16)));
+using FloatPair = float __attribute__((vector_size(8)));
+
+Doubles LoadPair(const float* p) {
+  FloatPair pair;
+  std::memcpy(&pair, p, sizeof(pair));
+  return __builtin_convertvector(pair, Doubles);
+}
+
+constexpr size_t kCountBlock = 1024;
+
+// Non-zeros of a block of known length: a fixed trip count vectorises.
+template <size_t kLength>
+uint32_t NonZerosIn(const float* values) {
+  uint32_t count = 0;
+  for (size_t i = 0; i < kLength; ++i) count += values[i] != 0.0f;
+  return count;
+}
+
+}  // namespace
+
+uint64_t CountNonZero(absl::Span<const float> values) {
+  uint64_t count = 0;
   size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (size_t j = 0; j < kLanes; ++j) {
-      const double b = before[i + j], a = after[i + j];
-      diff[j] += (b - a) * (b - a);
-      norm[j] += b * b;
-      nonzero_before[j] += before[i + j] != 0.0f;
-      nonzero_after[j] += after[i + j] != 0.0f;
+  for (; i + kCountBlock <= values.size(); i += kCountBlock) {
+    count += NonZerosIn<kCountBlock>(values.data() + i);
+  }
+  for (; i < values.size(); ++i) count += values[i] != 0.0f;
+  return count;
+}
+
+void ChangeAccumulator::Add(absl::Span<const float> before, absl::Span<const float> after) {
+  const size_t n = std::min(before.size(), after.size());
+  Doubles diff[2] = {}, norm[2] = {};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (size_t half = 0; half < 2; ++half) {
+      const Doubles b = LoadPair(before.data() + i + 2 * half);
+      const Doubles d = b - LoadPair(after.data() + i + 2 * half);
+      diff[half] += d * d;
+      norm[half] += b * b;
     }
   }
-  for (size_t j = 0; i + j < n; ++j) {
-    const double b = before[i + j], a = after[i + j];
-    diff[j] += (b - a) * (b - a);
-    norm[j] += b * b;
-    nonzero_before[j] += before[i + j] != 0.0f;
-    nonzero_after[j] += after[i + j] != 0.0f;
+  for (size_t half = 0; half < 2; ++half) {
+    stats_.diff2 += diff[half][0] + diff[half][1];
+    stats_.norm2_before += norm[half][0] + norm[half][1];
   }
-  for (size_t j = 0; j < kLanes; ++j) {
-    stats_.diff2 += diff[j];
-    stats_.norm2_before += norm[j];
-    stats_.nonzero_before += nonzero_before[j];
-    stats_.nonzero_after += nonzero_after[j];
+  for (; i < n; ++i) {
+    const double b = before[i], d = b - static_cast<double>(after[i]);
+    stats_.diff2 += d * d;
+    stats_.norm2_before += b * b;
   }
+  stats_.nonzero_before += CountNonZero(before.subspan(0, n));
+  stats_.nonzero_after += CountNonZero(after.subspan(0, n));
 }
 
 }  // namespace bonsai::tensor
