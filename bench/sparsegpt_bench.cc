@@ -109,6 +109,7 @@ int main(int argc, char** argv) {
   uint64_t peak = 0, rss_before = 0, zeros = 0;
   for (int r = 0; r < repeats; ++r) {
     FloatTensor weight = *original;
+    methods::CalibrationStats fresh = calibration;  // Apply consumes its statistics
     auto method = methods::CreateMethod({.method = "sparsegpt", .sparsity = sparsity,
                                          .block_size = 128, .dampening = 0.01});
     if (!method.ok()) Fail(method.status().ToString());
@@ -116,7 +117,7 @@ int main(int argc, char** argv) {
     rss_before = StatusBytes("VmRSS");
     const auto start = Clock::now();
     const double cpu_start = CpuSeconds();
-    auto outcome = (*method)->Apply({&info, &weight, sparsity, &calibration},
+    auto outcome = (*method)->Apply({&info, &weight, sparsity, &fresh},
                                     [](double) { return true; });
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     const double cpu = CpuSeconds() - cpu_start;

@@ -149,6 +149,11 @@ const methods::CalibrationStats* CalibrationSet::Find(std::string_view weight_na
   return it == stats_.end() ? nullptr : &it->second;
 }
 
+methods::CalibrationStats* CalibrationSet::Find(std::string_view weight_name) {
+  auto it = stats_.find(absl::string_view(weight_name.data(), weight_name.size()));
+  return it == stats_.end() ? nullptr : &it->second;
+}
+
 std::vector<std::string> CalibrationSet::WeightNames() const {
   std::vector<std::string> names;
   for (const auto& [name, stats] : stats_) names.push_back(name);

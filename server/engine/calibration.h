@@ -29,6 +29,8 @@ class CalibrationSet {
  public:
   // The statistics for a weight, or null when the file had none for it.
   const methods::CalibrationStats* Find(std::string_view weight_name) const;
+  // The same, for the one Apply that may consume it.
+  methods::CalibrationStats* Find(std::string_view weight_name);
 
   size_t size() const { return stats_.size(); }
   // Weight names with statistics, sorted (for reports of unused entries).

@@ -62,7 +62,7 @@ void FillTensorReport(const formats::TensorInfo& info, const tensor::ChangeStats
 }
 
 absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
-                                  const CalibrationSet& calibration, WorkMeter& meter,
+                                  CalibrationSet& calibration, WorkMeter& meter,
                                   const CancellationToken& cancel) {
   const auto& tensors = model.tensors();
   tensor::FloatTensor values;  // one buffer for every tensor and pass
@@ -87,7 +87,7 @@ absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
 }
 
 absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan,
-                          const CalibrationSet& calibration, WorkMeter& meter,
+                          CalibrationSet& calibration, WorkMeter& meter,
                           const CancellationToken& cancel, v1::CompressionReport& report) {
   const auto& tensors = model.tensors();
   tensor::FloatTensor values;  // one buffer for every tensor

@@ -128,7 +128,7 @@ absl::StatusOr<double> SumOverRowChunks(int64_t rows, int64_t d, absl::Span<floa
 class Pruner {
  public:
   // `work` holds at least 2 * rows * block floats (see WorkBuffer).
-  Pruner(Work w, const std::vector<float>& u, int n, int m, int block, double sparsity,
+  Pruner(Work w, absl::Span<const float> u, int n, int m, int block, double sparsity,
          int64_t channels, absl::Span<float> work)
       : w_(w), d_(w.cols), u_(u), n_(n), m_(m), block_(block), sparsity_(sparsity),
         groups_(channels, m), pruned_(static_cast<size_t>(w.rows) * w.cols, false),
@@ -288,7 +288,7 @@ class Pruner {
 
   Work w_;
   int64_t d_;
-  const std::vector<float>& u_;
+  absl::Span<const float> u_;
   int n_, m_, block_;
   double sparsity_;
   Groups groups_;
@@ -303,17 +303,24 @@ class Pruner {
   std::unique_ptr<bool[]> group_keep_;
 };
 
-// H / samples in processing order.
-std::vector<float> ScaledHessian(const CalibrationStats& stats,
-                                 const std::vector<int64_t>& order) {
+// H / samples in processing order. In natural order that is the
+// calibration's own storage, scaled in place (the statistics are this
+// Apply's to consume, method.h); a permuted order needs a copy in `owned`.
+absl::Span<float> ScaledHessian(CalibrationStats& stats, const std::vector<int64_t>& order,
+                                std::vector<float>& owned) {
   const int64_t d = stats.dim;
   const float scale = 1.0f / static_cast<float>(std::max<uint64_t>(stats.samples, 1));
-  std::vector<float> h(static_cast<size_t>(d) * d);
+  if (order.empty()) {
+    for (float& v : stats.gram) v *= scale;
+    return absl::MakeSpan(stats.gram);
+  }
+  owned.resize(static_cast<size_t>(d) * d);
   for (int64_t a = 0; a < d; ++a) {
     const int64_t na = Natural(order, a);
-    for (int64_t b = 0; b < d; ++b) h[a * d + b] = stats.gram[na * d + Natural(order, b)] * scale;
+    for (int64_t b = 0; b < d; ++b) owned[a * d + b] = stats.gram[na * d + Natural(order, b)] * scale;
   }
-  return h;
+  std::vector<float>().swap(stats.gram);
+  return absl::MakeSpan(owned);
 }
 
 }  // namespace
@@ -350,7 +357,8 @@ absl::StatusOr<MethodOutcome> SparseGptMethod::Apply(const WeightTensor& weight,
     w = {absl::MakeSpan(scratch), g.rows, d, d, 1};
   }
 
-  std::vector<float> h = ScaledHessian(*weight.calibration, order);
+  std::vector<float> owned_hessian;
+  const absl::Span<float> h = ScaledHessian(*weight.calibration, order, owned_hessian);
   // Inputs that are always zero: their weights cannot matter, so they are
   // zeroed and the Hessian made invertible there.
   double diag_sum = 0.0;
@@ -362,28 +370,33 @@ absl::StatusOr<MethodOutcome> SparseGptMethod::Apply(const WeightTensor& weight,
     diag_sum += h[j * d + j];
   }
 
-  // The denominator tr(W (H/n) W^T) through the Cholesky factor of the
-  // dampened H_d = H/n + lambda I = R^T R: tr(W H_d W^T) = ||W R^T||^2, a
-  // triangular product at half the flops of W times H, less lambda ||W||^2.
-  // Dead inputs are zero columns of W, so their entries of H_d do not count.
+  // The dampened H_d = H/n + lambda I is factored once as V V^T with V upper
+  // (a Cholesky factorization of H_d with rows and columns reversed), and
+  // V^-1 is then the U the algorithm needs: U^T U = H_d^-1, U upper. That is
+  // one factorization and one triangular inverse, half the flops of
+  // factoring H_d, inverting it and factoring the inverse as the paper's
+  // code does. In between, V gives the denominator tr(W (H/n) W^T) =
+  // ||W V||^2 - lambda ||W||^2, a triangular product at half the flops of W
+  // times H. Dead inputs are zero columns of W, so their entries of H_d do
+  // not count.
   const float lambda = d > 0 ? static_cast<float>(dampening_ * diag_sum / d) : 0.0f;
   for (int64_t j = 0; j < d; ++j) h[j * d + j] += lambda;
-  const Matrix factor = tensor::MatrixOf(absl::MakeSpan(h), d, d);
+  const Matrix factor = tensor::MatrixOf(h, d, d);
   auto in_tensor = [&](const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat("tensor '", weight.info->name, "': ", s.message()));
   };
-  if (auto s = tensor::CholeskyUpper(factor); !s.ok()) return in_tensor(s);
+  if (auto s = tensor::ReversedCholeskyUpper(factor); !s.ok()) return in_tensor(s);
   std::vector<float> work = WorkBuffer(g.rows, d, block_size_);
   double w_norm2 = 0.0;
   absl::StatusOr<double> wr_norm2 = SumOverRowChunks(
-      g.rows, d, absl::MakeSpan(work), factor, Transpose::kYes,
+      g.rows, d, absl::MakeSpan(work), factor, Transpose::kNo,
       [&](int64_t r, absl::Span<float> row) {
         for (int64_t c = 0; c < d; ++c) row[c] = w.at(r, c);
         w_norm2 += SumOfSquares(row);
       });
   if (!wr_norm2.ok()) return wr_norm2.status();
   const double denominator = *wr_norm2 - lambda * w_norm2;
-  if (auto s = tensor::InverseUpperCholeskyFromFactor(factor); !s.ok()) return in_tensor(s);
+  if (auto s = tensor::InvertUpper(factor); !s.ok()) return in_tensor(s);
 
   Pruner pruner(w, h, n_, m_, block_size_, weight.sparsity, g.channels,
                 absl::MakeSpan(work));

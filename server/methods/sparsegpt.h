@@ -15,14 +15,16 @@
 //     groups are input channels at one kernel position, as in nm.h;
 //   - the reconstruction error is reported exactly (see sparsegpt.cc).
 //
-// Memory beyond the caller's weight and calibration Gram matrix: the
-// dampened Hessian (d x d floats, factored and inverted in place), one work
+// Memory beyond the caller's weight and calibration Gram matrix: the Gram
+// matrix itself becomes the dampened Hessian, factored and inverted in place
+// (the statistics are the Apply's to consume, method.h; a Conv weight under
+// N:M, whose columns are permuted, takes a permuted copy instead), one work
 // buffer of max(512 rows, 2 blocks) that holds row chunks for the error
 // terms and the block's errors and scores in between, one bit per weight
 // for the mask, and BLAS's own workspace; plus a copy of the weight when
 // its columns are not evenly spaced (it is worked on in place for Linear,
 // Gemm, MatMul and unpermuted Conv weights). For 4096 x 4096 with 4096
-// samples that is 64 + 8 + 2 MiB and about 8 MiB of OpenBLAS buffers. If
+// samples that is 8 + 2 MiB and about 8 MiB of OpenBLAS buffers. If
 // the job is cancelled the tensor is left in an intermediate state; the
 // engine discards it.
 #ifndef BONSAI_SERVER_METHODS_SPARSEGPT_H_

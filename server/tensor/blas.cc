@@ -4,6 +4,7 @@
 #include <lapacke.h>
 
 #include <limits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -104,51 +105,58 @@ absl::Status MultiplyByUpperRight(ConstMatrix u, Transpose trans_u, Matrix b) {
   return absl::OkStatus();
 }
 
-// The row-major upper triangle is, read column-major, the lower triangle of
-// the same (symmetric) matrix. Calling LAPACK column-major with 'L' works on
-// our memory as it is; LAPACKE's row-major path would transpose into a
-// second Hessian-sized buffer first.
-absl::Status CholeskyUpper(Matrix h) {
+// Replaces the square matrix by J a J (J the reversal): element (i, j) goes
+// to (n-1-i, n-1-j).
+void Reverse(Matrix a) {
+  const int64_t n = a.rows;
+  for (int64_t i = 0; i < (n + 1) / 2; ++i) {
+    float* top = a.data.data() + i * a.ld;
+    float* bottom = a.data.data() + (n - 1 - i) * a.ld;
+    const int64_t count = top == bottom ? n / 2 : n;
+    for (int64_t j = 0; j < count; ++j) std::swap(top[j], bottom[n - 1 - j]);
+  }
+}
+
+absl::Status ReversedCholeskyUpper(Matrix h) {
   if (auto s = CheckSquare(h); !s.ok()) return s;
   const int n = static_cast<int>(h.rows);
   if (n == 0) return absl::OkStatus();
-  const lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', n, h.data.data(),
+  // J h J's lower triangle (row-major) is h's upper triangle; read column-
+  // major it is the upper triangle, so LAPACK's 'U' factor J h J = M M^T
+  // with M lower in our row-major terms, and h = (J M J)(J M J)^T.
+  Reverse(h);
+  const lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', n, h.data.data(),
                                          static_cast<int>(h.ld));
+  Reverse(h);
   if (info > 0) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "Hessian not positive definite (leading minor ", info,
+        "Hessian not positive definite (trailing minor ", info,
         " of ", n, "); raise dampening or send more calibration samples"));
   }
   if (info < 0) return absl::InternalError(absl::StrCat("spotrf argument ", -info, " invalid"));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < i; ++j) h.data[i * h.ld + j] = 0.0f;
   return absl::OkStatus();
 }
 
-absl::Status InverseUpperCholeskyFromFactor(Matrix r) {
-  if (auto s = CheckSquare(r); !s.ok()) return s;
-  const int n = static_cast<int>(r.rows);
+absl::Status InvertUpper(Matrix v) {
+  if (auto s = CheckSquare(v); !s.ok()) return s;
+  const int n = static_cast<int>(v.rows);
   if (n == 0) return absl::OkStatus();
-  const int ld = static_cast<int>(r.ld);
-  float* a = r.data.data();
-  lapack_int info = LAPACKE_spotri(LAPACK_COL_MAJOR, 'L', n, a, ld);
+  // Row-major upper is column-major lower.
+  const lapack_int info = LAPACKE_strtri(LAPACK_COL_MAJOR, 'L', 'N', n, v.data.data(),
+                                         static_cast<int>(v.ld));
   if (info > 0) {
     return absl::FailedPreconditionError(
-        "Hessian is singular; raise dampening or send more calibration samples");
+        "Hessian factor is singular; raise dampening or send more calibration samples");
   }
-  if (info < 0) return absl::InternalError(absl::StrCat("spotri argument ", -info, " invalid"));
-  info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', n, a, ld);
-  if (info > 0) {
-    return absl::FailedPreconditionError(
-        "inverse Hessian not positive definite in float32; raise dampening");
-  }
-  if (info < 0) return absl::InternalError(absl::StrCat("spotrf argument ", -info, " invalid"));
-  for (int i = 0; i < n; ++i)
-    for (int j = 0; j < i; ++j) a[static_cast<int64_t>(i) * ld + j] = 0.0f;
+  if (info < 0) return absl::InternalError(absl::StrCat("strtri argument ", -info, " invalid"));
   return absl::OkStatus();
 }
 
 absl::Status InverseUpperCholesky(Matrix h) {
-  if (auto s = CholeskyUpper(h); !s.ok()) return s;
-  return InverseUpperCholeskyFromFactor(h);
+  if (auto s = ReversedCholeskyUpper(h); !s.ok()) return s;
+  return InvertUpper(h);
 }
 
 }  // namespace bonsai::tensor

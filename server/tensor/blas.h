@@ -53,14 +53,15 @@ absl::Status MultiplyByUpperRight(ConstMatrix u, Transpose trans_u, Matrix b);
 // read their rows from. FailedPrecondition when h is not positive definite.
 absl::Status InverseUpperCholesky(Matrix h);
 
-// InverseUpperCholesky in its two halves, for a caller that needs the
-// Cholesky factor of h itself in between (h = R^T R, so for any x,
-// x h x^T = ||x R^T||^2):
-//   CholeskyUpper writes R over h's upper triangle (the strict lower
-//   triangle is left as it was);
-//   InverseUpperCholeskyFromFactor turns that R into U, as above.
-absl::Status CholeskyUpper(Matrix h);
-absl::Status InverseUpperCholeskyFromFactor(Matrix r);
+// InverseUpperCholesky in its two halves, for a caller that needs a
+// factor of h itself in between:
+//   ReversedCholeskyUpper writes over h the upper V with h = V V^T (so for
+//   any x, x h x^T = ||x V||^2), strict lower triangle zeroed;
+//   InvertUpper replaces V by V^-1, which is U: U^T U = V^-T V^-1 = h^-1.
+// One factorization and one triangular inverse, where factoring h,
+// inverting it and factoring the inverse takes twice the flops.
+absl::Status ReversedCholeskyUpper(Matrix h);
+absl::Status InvertUpper(Matrix v);
 
 }  // namespace bonsai::tensor
 

@@ -77,29 +77,31 @@ TEST(BlasTest, InverseUpperCholeskyGivesUpperUWithUTransposeUTheInverse) {
     }
 }
 
-TEST(BlasTest, CholeskyUpperTurnsQuadraticFormsIntoNormsOfATriangularProduct) {
+TEST(BlasTest, ReversedCholeskyTurnsQuadraticFormsIntoNormsOfATriangularProduct) {
   const int n = 5, rows = 3;
   const std::vector<float> x = Random(20 * n, 5), w = Random(rows * n, 6);
   std::vector<float> h(n * n, 0.0f);
   ASSERT_TRUE(GramUpdate(1.0f, MatrixOf(absl::MakeConstSpan(x), 20, n), 0.0f,
                          MatrixOf(absl::MakeSpan(h), n, n))
                   .ok());
-  std::vector<float> r = h, wr = w;
-  ASSERT_TRUE(CholeskyUpper(MatrixOf(absl::MakeSpan(r), n, n)).ok());
-  ASSERT_TRUE(MultiplyByUpperRight(MatrixOf(absl::MakeConstSpan(r), n, n), Transpose::kYes,
-                                   MatrixOf(absl::MakeSpan(wr), rows, n))
+  std::vector<float> v = h, wv = w;
+  ASSERT_TRUE(ReversedCholeskyUpper(MatrixOf(absl::MakeSpan(v), n, n)).ok());
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < i; ++j) EXPECT_EQ(v[i * n + j], 0.0f);  // upper triangular
+  ASSERT_TRUE(MultiplyByUpperRight(MatrixOf(absl::MakeConstSpan(v), n, n), Transpose::kNo,
+                                   MatrixOf(absl::MakeSpan(wv), rows, n))
                   .ok());
   for (int i = 0; i < rows; ++i) {
-    double form = 0, norm = 0;  // w_i h w_i^T and ||w_i R^T||^2
+    double form = 0, norm = 0;  // w_i h w_i^T and ||w_i V||^2
     for (int a = 0; a < n; ++a) {
-      norm += double(wr[i * n + a]) * wr[i * n + a];
+      norm += double(wv[i * n + a]) * wv[i * n + a];
       for (int b = 0; b < n; ++b) form += double(w[i * n + a]) * h[a * n + b] * w[i * n + b];
     }
     EXPECT_NEAR(norm, form, 1e-4 * form);
   }
 }
 
-TEST(BlasTest, InverseUpperCholeskyIsCholeskyUpperThenFromFactor) {
+TEST(BlasTest, InverseUpperCholeskyIsTheReversedFactorThenItsInverse) {
   const int n = 7;
   const std::vector<float> x = Random(30 * n, 7);
   std::vector<float> h(n * n, 0.0f);
@@ -108,8 +110,8 @@ TEST(BlasTest, InverseUpperCholeskyIsCholeskyUpperThenFromFactor) {
                   .ok());
   std::vector<float> whole = h, halves = h;
   ASSERT_TRUE(InverseUpperCholesky(MatrixOf(absl::MakeSpan(whole), n, n)).ok());
-  ASSERT_TRUE(CholeskyUpper(MatrixOf(absl::MakeSpan(halves), n, n)).ok());
-  ASSERT_TRUE(InverseUpperCholeskyFromFactor(MatrixOf(absl::MakeSpan(halves), n, n)).ok());
+  ASSERT_TRUE(ReversedCholeskyUpper(MatrixOf(absl::MakeSpan(halves), n, n)).ok());
+  ASSERT_TRUE(InvertUpper(MatrixOf(absl::MakeSpan(halves), n, n)).ok());
   EXPECT_EQ(whole, halves);
 }
 

@@ -9,7 +9,7 @@ namespace {
 using testing::GramOf;
 using testing::RandomNormal;
 
-TEST(ReconstructionTest, NormTimesCholeskyFactorEqualsSumOfQuadraticForms) {
+TEST(ReconstructionTest, NormTimesHessianFactorEqualsSumOfQuadraticForms) {
   const int64_t rows = 6, d = 20, n = 50;
   const std::vector<float> x = RandomNormal(rows * d, 1);
   std::vector<float> h = GramOf(RandomNormal(n * d, 2), n, d).gram;
@@ -18,11 +18,11 @@ TEST(ReconstructionTest, NormTimesCholeskyFactorEqualsSumOfQuadraticForms) {
       SumOfQuadraticForms(tensor::MatrixOf(absl::MakeConstSpan(x), rows, d),
                           tensor::MatrixOf(absl::MakeConstSpan(h), d, d), scratch);
   ASSERT_TRUE(forms.ok());
-  ASSERT_TRUE(tensor::CholeskyUpper(tensor::MatrixOf(absl::MakeSpan(h), d, d)).ok());
+  ASSERT_TRUE(tensor::ReversedCholeskyUpper(tensor::MatrixOf(absl::MakeSpan(h), d, d)).ok());
   std::vector<float> product = x;
   absl::StatusOr<double> norm = SquaredNormTimesUpper(
       tensor::MatrixOf(absl::MakeSpan(product), rows, d),
-      tensor::MatrixOf(absl::MakeConstSpan(h), d, d), tensor::Transpose::kYes);
+      tensor::MatrixOf(absl::MakeConstSpan(h), d, d), tensor::Transpose::kNo);
   ASSERT_TRUE(norm.ok());
   EXPECT_NEAR(*norm, *forms, 1e-5 * *forms);
 }
