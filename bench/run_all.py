@@ -176,16 +176,23 @@ def bench_sparsegpt(ctx: Context) -> List[Row]:
         raise RuntimeError(f"sparsegpt left {ours['zeros']} zeros of {ours['params']}")
     ratio = theirs["seconds"] / ours["seconds"]
     cpu_ratio = theirs["cpu_seconds"] / ours["cpu_seconds"]
+    # bonsai's time includes the exact reconstruction error its report gives;
+    # the torch reference computes that figure after its timed algorithm.
+    same_output = (theirs["seconds"] + theirs["error_seconds"]) / ours["seconds"]
     label = f"{rows}x{cols}, {samples} calibration rows, 0.5"
+    beyond = lambda r: (r["vm_hwm_bytes"] - r["rss_before_bytes"]) / MIB  # noqa: E731
     return [
-        Row(f"engine: sparsegpt {label}, wall", seconds(ours["seconds"]),
+        Row(f"engine: sparsegpt {label}, wall (torch: algorithm only)", seconds(ours["seconds"]),
             f"torch reference {seconds(theirs['seconds'])}", ratio, ">= 2x", ratio >= 2,
             {"bonsai": ours, "torch": theirs}),
-        Row("engine: sparsegpt, CPU time", seconds(ours["cpu_seconds"]),
+        Row("engine: sparsegpt, wall, both giving pruned weights + exact error", seconds(ours["seconds"]),
+            f"torch {seconds(theirs['seconds'] + theirs['error_seconds'])}", same_output, ">= 2x",
+            same_output >= 2),
+        Row("engine: sparsegpt, CPU time (torch: algorithm only)", seconds(ours["cpu_seconds"]),
             f"torch {seconds(theirs['cpu_seconds'])}", cpu_ratio, ">= 2x", cpu_ratio >= 2),
-        Row("engine: sparsegpt peak memory (VmHWM during Apply)", f"{ours['vm_hwm_bytes'] / MIB:.0f} MiB",
-            f"torch {theirs['vm_hwm_bytes'] / MIB:.0f} MiB", theirs["vm_hwm_bytes"] / ours["vm_hwm_bytes"],
-            "-", None),
+        Row("engine: sparsegpt memory beyond the layer and its Hessian (VmHWM - RSS before)",
+            f"{beyond(ours):.0f} MiB", f"torch {beyond(theirs):.0f} MiB",
+            beyond(theirs) / max(beyond(ours), 1e-9), "-", None),
         Row("engine: sparsegpt relative reconstruction error", f"{ours['reconstruction_error']:.5f}",
             f"torch {theirs['reconstruction_error']:.5f}",
             theirs["reconstruction_error"] / ours["reconstruction_error"], "-", None),
