@@ -16,6 +16,16 @@ std::vector<float> Random(size_t n, uint32_t seed) {
   return v;
 }
 
+// X^T X (n x n) of `samples` random rows: a positive definite Hessian.
+std::vector<float> RandomGram(int samples, int n, uint32_t seed) {
+  const std::vector<float> x = Random(static_cast<size_t>(samples) * n, seed);
+  std::vector<float> h(static_cast<size_t>(n) * n, 0.0f);
+  EXPECT_TRUE(GramUpdate(1.0f, MatrixOf(absl::MakeConstSpan(x), samples, n), 0.0f,
+                         MatrixOf(absl::MakeSpan(h), n, n))
+                  .ok());
+  return h;
+}
+
 TEST(BlasTest, GemmWithTransposesMatchesTheDefinition) {
   const std::vector<float> a = Random(3 * 4, 1), b = Random(5 * 4, 2);  // a 3x4, b 5x4
   std::vector<float> c(3 * 5, 1.0f);  // c (3x5) = 2 a (3x4) b^T (4x5) + 0.5 c
@@ -55,11 +65,7 @@ TEST(BlasTest, GramUpdateFillsBothTriangles) {
 
 TEST(BlasTest, InverseUpperCholeskyGivesUpperUWithUTransposeUTheInverse) {
   const int n = 6;
-  const std::vector<float> x = Random(20 * n, 4);
-  std::vector<float> h(n * n, 0.0f);
-  ASSERT_TRUE(GramUpdate(1.0f, MatrixOf(absl::MakeConstSpan(x), 20, n), 0.0f,
-                         MatrixOf(absl::MakeSpan(h), n, n))
-                  .ok());
+  const std::vector<float> h = RandomGram(20, n, 4);
   std::vector<float> u = h;
   ASSERT_TRUE(InverseUpperCholesky(MatrixOf(absl::MakeSpan(u), n, n)).ok());
   for (int i = 0; i < n; ++i)
@@ -79,11 +85,7 @@ TEST(BlasTest, InverseUpperCholeskyGivesUpperUWithUTransposeUTheInverse) {
 
 TEST(BlasTest, ReversedCholeskyTurnsQuadraticFormsIntoNormsOfATriangularProduct) {
   const int n = 5, rows = 3;
-  const std::vector<float> x = Random(20 * n, 5), w = Random(rows * n, 6);
-  std::vector<float> h(n * n, 0.0f);
-  ASSERT_TRUE(GramUpdate(1.0f, MatrixOf(absl::MakeConstSpan(x), 20, n), 0.0f,
-                         MatrixOf(absl::MakeSpan(h), n, n))
-                  .ok());
+  const std::vector<float> h = RandomGram(20, n, 5), w = Random(rows * n, 6);
   std::vector<float> v = h, wv = w;
   ASSERT_TRUE(ReversedCholeskyUpper(MatrixOf(absl::MakeSpan(v), n, n)).ok());
   for (int i = 0; i < n; ++i)
@@ -103,11 +105,7 @@ TEST(BlasTest, ReversedCholeskyTurnsQuadraticFormsIntoNormsOfATriangularProduct)
 
 TEST(BlasTest, InverseUpperCholeskyIsTheReversedFactorThenItsInverse) {
   const int n = 7;
-  const std::vector<float> x = Random(30 * n, 7);
-  std::vector<float> h(n * n, 0.0f);
-  ASSERT_TRUE(GramUpdate(1.0f, MatrixOf(absl::MakeConstSpan(x), 30, n), 0.0f,
-                         MatrixOf(absl::MakeSpan(h), n, n))
-                  .ok());
+  const std::vector<float> h = RandomGram(30, n, 7);
   std::vector<float> whole = h, halves = h;
   ASSERT_TRUE(InverseUpperCholesky(MatrixOf(absl::MakeSpan(whole), n, n)).ok());
   ASSERT_TRUE(ReversedCholeskyUpper(MatrixOf(absl::MakeSpan(halves), n, n)).ok());
