@@ -63,9 +63,9 @@ class CompressResult:
 class ModelSink:
     """Receives model chunks into memory or a file, hashing as they arrive.
 
-    Hashing and writing happen on a thread of their own (hashlib and file
-    writes release the GIL), so checking a multi-GB model overlaps its
-    download instead of following it. A file is written beside its
+    Hashing happens on a thread of its own (hashlib releases the GIL), so
+    checking a multi-GB model overlaps its download and the file writes
+    instead of following them. A file is written beside its
     destination and renamed into place only once the bytes are verified, so a
     failed job never leaves a partial model under the requested name.
     """
@@ -97,17 +97,17 @@ class ModelSink:
                 continue  # keep draining so the receiver never blocks
             try:
                 self._hash.update(chunk)
-                if self._file is not None:
-                    self._file.write(chunk)
-                else:
-                    self._chunks.append(chunk)
-            except BaseException as err:  # e.g. a full disk: raised to the caller
+            except BaseException as err:  # raised to the caller
                 self._error = err
 
     def write(self, chunk: bytes) -> None:
         if self._error is not None:
             raise self._error
         self.size += len(chunk)
+        if self._file is not None:
+            self._file.write(chunk)
+        else:
+            self._chunks.append(chunk)
         self._queue.put(chunk)
 
     def _finish(self) -> None:
