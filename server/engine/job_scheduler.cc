@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/observability/metrics.h"
+#include "server/tensor/spare_cores.h"
 
 namespace bonsai::engine {
 
@@ -14,6 +15,8 @@ JobScheduler::JobScheduler(int workers, int max_queued_jobs)
   // One BLAS thread per worker: parallelism comes from running jobs side by
   // side, and a multi-threaded BLAS inside each would oversubscribe the cores.
   openblas_set_num_threads(1);
+  // Loops that are not BLAS may borrow the cores of idle workers.
+  tensor::SetCoreBudget(workers);
   threads_.reserve(workers);
   for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { WorkerLoop(); });
 }
@@ -68,6 +71,7 @@ void JobScheduler::Release() {
 }
 
 void JobScheduler::PublishGauges() {
+  tensor::SetRunningJobs(running_);
   observability::SetJobsRunning(running_);
   observability::SetJobsQueued(static_cast<int64_t>(queue_.size()));
 }

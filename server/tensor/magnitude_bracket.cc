@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "server/tensor/spare_cores.h"
+
 namespace bonsai::tensor {
 namespace {
 
@@ -11,6 +13,8 @@ namespace {
 constexpr double kMarginSigmas = 5.0;
 constexpr size_t kCollectBlock = 16;
 constexpr uint64_t kSampleRun = 16;
+// Spans this long (16 MiB of float32) are worth a second thread.
+constexpr size_t kParallelElements = size_t{1} << 22;
 
 }  // namespace
 
@@ -92,31 +96,62 @@ void MagnitudeBracket::FinishSample(uint64_t k) {
   sample_ = {};
 }
 
-void MagnitudeBracket::Collect(absl::Span<const float> values) {
-  if (cut_) return;
-  const uint32_t low = low_, width = high_ - low_;
+namespace {
+
+// What one stretch of weights holds relative to the bracket.
+struct Collected {
+  uint64_t below = 0, inside = 0;
+  std::vector<uint32_t> bits;  // the first `max_inside` inside, in order
+};
+
+void CollectRange(const float* data, size_t length, uint32_t low, uint32_t high,
+                  uint64_t max_inside, Collected& out) {
+  const uint32_t width = high - low;
   // One unsigned compare tests low <= bits <= high.
-  const auto keep = [&](const float* block, size_t length) {
-    for (size_t i = 0; i < length; ++i) {
+  const auto keep = [&](const float* block, size_t count) {
+    for (size_t i = 0; i < count; ++i) {
       const uint32_t bits = MagnitudeBits(block[i]);
       if (bits - low > width) continue;
-      if (++inside_ <= limits_.max_inside) inside_bits_.push_back(bits);
+      if (++out.inside <= max_inside) out.bits.push_back(bits);
     }
   };
-  const float* data = values.data();
   size_t i = 0;
-  for (; i + kCollectBlock <= values.size(); i += kCollectBlock) {
+  for (; i + kCollectBlock <= length; i += kCollectBlock) {
     uint32_t below = 0, inside = 0;
     for (size_t j = 0; j < kCollectBlock; ++j) {
       const uint32_t bits = MagnitudeBits(data[i + j]);
       below += bits < low;
       inside += bits - low <= width;
     }
-    below_ += below;
+    out.below += below;
     if (inside > 0) keep(data + i, kCollectBlock);
   }
-  for (size_t j = i; j < values.size(); ++j) below_ += MagnitudeBits(data[j]) < low;
-  keep(data + i, values.size() - i);
+  for (size_t j = i; j < length; ++j) out.below += MagnitudeBits(data[j]) < low;
+  keep(data + i, length - i);
+}
+
+}  // namespace
+
+// Long spans are split over two cores (spare_cores.h); only counts and the
+// set of collected values matter, not their order.
+void MagnitudeBracket::Collect(absl::Span<const float> values) {
+  if (cut_) return;
+  const size_t middle = values.size() / 2;
+  Collected parts[2];
+  RunInParallel(
+      values.size() >= kParallelElements,
+      [&] { CollectRange(values.data(), middle, low_, high_, limits_.max_inside, parts[0]); },
+      [&] {
+        CollectRange(values.data() + middle, values.size() - middle, low_, high_,
+                     limits_.max_inside, parts[1]);
+      });
+  for (Collected& part : parts) {
+    below_ += part.below;
+    inside_ += part.inside;
+    if (inside_ <= limits_.max_inside) {
+      inside_bits_.insert(inside_bits_.end(), part.bits.begin(), part.bits.end());
+    }
+  }
 }
 
 void MagnitudeBracket::FinishCollect() {

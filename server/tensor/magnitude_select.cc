@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "server/tensor/spare_cores.h"
+
 namespace bonsai::tensor {
 namespace {
 
@@ -10,6 +12,8 @@ namespace {
 // trip count known, the compiler vectorises them at -O2.
 constexpr size_t kFineBlock = 64;
 constexpr size_t kApplyChunk = 4096;
+// Spans this long (16 MiB of float32) are worth a second thread.
+constexpr size_t kParallelElements = size_t{1} << 22;
 
 template <size_t kLength>
 uint32_t CountInBucket(const float* values, uint32_t bucket) {
@@ -133,25 +137,44 @@ void MagnitudeSelector::FinishPass(int pass) {
 // order: ZeroBelow leaves elements equal to the threshold as they were and
 // turns the others it prunes into zeros, which equal the threshold only when
 // it is 0, and then nothing was below it.
+// Zeroing below the threshold splits across two cores (spare_cores.h);
+// ties (rare) are then pruned in index order on this thread, in a second
+// look at the chunks that hold any: ZeroBelow leaves elements equal to the
+// threshold as they were and turns the others it prunes into zeros, which
+// equal the threshold only when it is 0, and then nothing was below it.
 uint64_t MagnitudeMasker::Apply(absl::Span<float> values) {
   if (cut_.prune_nothing) return 0;
-  uint64_t selected = 0;
   const uint32_t threshold = cut_.threshold_bits;
-  for (size_t first = 0; first < values.size(); first += kApplyChunk) {
-    float* chunk = values.data() + first;
-    const size_t length = std::min(kApplyChunk, values.size() - first);
-    uint32_t below = 0, equal = 0;
-    if (length == kApplyChunk) {
-      ZeroBelow<kApplyChunk>(chunk, length, threshold, &below, &equal);
-    } else {
-      ZeroBelow<0>(chunk, length, threshold, &below, &equal);
+  const size_t chunks = (values.size() + kApplyChunk - 1) / kApplyChunk;
+  std::vector<uint32_t> equal(chunks, 0);
+  uint64_t below[2] = {0, 0};
+  const auto zero_below = [&](size_t first_chunk, size_t end_chunk, uint64_t* selected) {
+    for (size_t c = first_chunk; c < end_chunk; ++c) {
+      float* chunk = values.data() + c * kApplyChunk;
+      const size_t length = std::min(kApplyChunk, values.size() - c * kApplyChunk);
+      uint32_t chunk_below = 0;
+      if (length == kApplyChunk) {
+        ZeroBelow<kApplyChunk>(chunk, length, threshold, &chunk_below, &equal[c]);
+      } else {
+        ZeroBelow<0>(chunk, length, threshold, &chunk_below, &equal[c]);
+      }
+      *selected += chunk_below;
     }
-    selected += below;
-    for (size_t i = 0; equal > 0 && ties_left_ > 0 && i < length; ++i) {
+  };
+  const size_t middle = chunks / 2;
+  RunInParallel(
+      values.size() >= kParallelElements, [&] { zero_below(0, middle, &below[0]); },
+      [&] { zero_below(middle, chunks, &below[1]); });
+
+  uint64_t selected = below[0] + below[1];
+  for (size_t c = 0; c < chunks && ties_left_ > 0; ++c) {
+    float* chunk = values.data() + c * kApplyChunk;
+    const size_t length = std::min(kApplyChunk, values.size() - c * kApplyChunk);
+    for (size_t i = 0; equal[c] > 0 && ties_left_ > 0 && i < length; ++i) {
       if (MagnitudeBits(chunk[i]) != threshold) continue;
       chunk[i] = 0.0f;
       --ties_left_;
-      --equal;
+      --equal[c];
       ++selected;
     }
   }
