@@ -26,7 +26,9 @@
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address to serve on (port 0: any free port)");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9464",
           "address of the Prometheus /metrics endpoint; empty to disable");
-ABSL_FLAG(int, workers, 0, "compression worker threads; 0 means one per core");
+ABSL_FLAG(int, workers, 0,
+          "compression worker threads, and the cores jobs use in all (a job may borrow "
+          "idle workers' cores); 0 means one per core");
 ABSL_FLAG(int, max_queued_jobs, -1,
           "jobs admitted beyond the running ones (uploading or waiting for a worker); "
           "-1 means 2 per worker. Past it, calls get RESOURCE_EXHAUSTED at once");
