@@ -13,8 +13,6 @@ namespace {
 constexpr double kMarginSigmas = 5.0;
 constexpr size_t kCollectBlock = 16;
 constexpr uint64_t kSampleRun = 16;
-// Spans this long (16 MiB of float32) are worth a second thread.
-constexpr size_t kParallelElements = size_t{1} << 22;
 
 }  // namespace
 
@@ -139,7 +137,7 @@ void MagnitudeBracket::Collect(absl::Span<const float> values) {
   const size_t middle = values.size() / 2;
   Collected parts[2];
   RunInParallel(
-      values.size() >= kParallelElements,
+      values.size() >= kWorthASecondCore,
       [&] { CollectRange(values.data(), middle, low_, high_, limits_.max_inside, parts[0]); },
       [&] {
         CollectRange(values.data() + middle, values.size() - middle, low_, high_,

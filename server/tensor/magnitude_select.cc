@@ -12,8 +12,6 @@ namespace {
 // trip count known, the compiler vectorises them at -O2.
 constexpr size_t kFineBlock = 64;
 constexpr size_t kApplyChunk = 4096;
-// Spans this long (16 MiB of float32) are worth a second thread.
-constexpr size_t kParallelElements = size_t{1} << 22;
 
 template <size_t kLength>
 uint32_t CountInBucket(const float* values, uint32_t bucket) {
@@ -133,10 +131,6 @@ void MagnitudeSelector::FinishPass(int pass) {
   }
 }
 
-// Ties (rare) are pruned in a second look at the same chunk, in index
-// order: ZeroBelow leaves elements equal to the threshold as they were and
-// turns the others it prunes into zeros, which equal the threshold only when
-// it is 0, and then nothing was below it.
 // Zeroing below the threshold splits across two cores (spare_cores.h);
 // ties (rare) are then pruned in index order on this thread, in a second
 // look at the chunks that hold any: ZeroBelow leaves elements equal to the
@@ -163,7 +157,7 @@ uint64_t MagnitudeMasker::Apply(absl::Span<float> values) {
   };
   const size_t middle = chunks / 2;
   RunInParallel(
-      values.size() >= kParallelElements, [&] { zero_below(0, middle, &below[0]); },
+      values.size() >= kWorthASecondCore, [&] { zero_below(0, middle, &below[0]); },
       [&] { zero_below(middle, chunks, &below[1]); });
 
   uint64_t selected = below[0] + below[1];

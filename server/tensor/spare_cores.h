@@ -6,9 +6,14 @@
 #ifndef BONSAI_SERVER_TENSOR_SPARE_CORES_H_
 #define BONSAI_SERVER_TENSOR_SPARE_CORES_H_
 
+#include <cstddef>
 #include <functional>
 
 namespace bonsai::tensor {
+
+// Elements a memory-bound loop should have (16 MiB of float32) before it is
+// worth a thread: below that, starting one costs more than it saves.
+inline constexpr size_t kWorthASecondCore = size_t{1} << 22;
 
 // Set by the job scheduler: its worker count (the cores it may use; by
 // default the machine's) and the jobs running now.
