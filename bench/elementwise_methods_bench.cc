@@ -7,7 +7,6 @@
 //
 //   elementwise_methods_bench [--tensors 4] [--rows 4096] [--cols 4096] [--repeats 3]
 //                             [--layout torch|matmul]
-#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "bench/bench_util.h"
 #include "server/formats/model.h"
 #include "server/methods/method.h"
 #include "server/tensor/float_tensor.h"
@@ -27,17 +27,8 @@ namespace {
 namespace methods = bonsai::methods;
 using bonsai::tensor::FloatTensor;
 using Clock = std::chrono::steady_clock;
-
-[[noreturn]] void Fail(const std::string& message) {
-  std::fprintf(stderr, "elementwise_methods_bench: %s\n", message.c_str());
-  std::exit(1);
-}
-
-double CpuSeconds() {
-  timespec t;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
+using bonsai::bench::CpuSeconds;
+using bonsai::bench::Fail;
 
 struct Case {
   std::string name;

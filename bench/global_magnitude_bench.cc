@@ -12,7 +12,6 @@
 // each checks that exactly round(sparsity * n) weights ended up zero.
 //
 //   global_magnitude_bench --model model.safetensors [--sparsity 0.5] [--repeats 3]
-#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,6 +24,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "bench/bench_util.h"
 #include "bonsai/v1/compressor.pb.h"
 #include "server/engine/compression_job.h"
 #include "server/engine/job_plan.h"
@@ -40,22 +40,11 @@ using bonsai::tensor::FloatTensor;
 namespace methods = bonsai::methods;
 namespace engine = bonsai::engine;
 using Clock = std::chrono::steady_clock;
+using bonsai::bench::CpuSeconds;
+using bonsai::bench::Fail;
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// CPU time of the process: on a shared machine, wall time also counts the
-// time other processes held the cores; this does not.
-double CpuSeconds() {
-  timespec t;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
-
-[[noreturn]] void Fail(const std::string& message) {
-  std::fprintf(stderr, "global_magnitude_bench: %s\n", message.c_str());
-  std::exit(1);
 }
 
 template <typename T>

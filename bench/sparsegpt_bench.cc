@@ -17,7 +17,6 @@
 // mark is reset (/proc/self/clear_refs) just before, when the process holds
 // the inputs and a fresh copy of the weight; "rss_before" is that level.
 #include <cblas.h>
-#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -27,6 +26,7 @@
 #include <string>
 
 #include "absl/strings/str_format.h"
+#include "bench/bench_util.h"
 #include "server/formats/model.h"
 #include "server/methods/method.h"
 #include "server/tensor/float_tensor.h"
@@ -36,17 +36,8 @@ namespace {
 namespace methods = bonsai::methods;
 using bonsai::tensor::FloatTensor;
 using Clock = std::chrono::steady_clock;
-
-[[noreturn]] void Fail(const std::string& message) {
-  std::fprintf(stderr, "sparsegpt_bench: %s\n", message.c_str());
-  std::exit(1);
-}
-
-double CpuSeconds() {
-  timespec t;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
+using bonsai::bench::CpuSeconds;
+using bonsai::bench::Fail;
 
 // A field of /proc/self/status in bytes (VmRSS, VmHWM).
 uint64_t StatusBytes(const std::string& field) {
