@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "server/tensor/dtype.h"
 #include "server/tensor/float_tensor.h"
 
@@ -94,6 +95,10 @@ class Model {
       size_t index, absl::Span<const float> after) const {
     auto before = Read(index);
     if (!before.ok()) return before.status();
+    if (before->size() != after.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor \"", tensors()[index].name, "\" has ",
+                                                     before->size(), " values, not ", after.size()));
+    }
     tensor::ChangeAccumulator change;
     change.Add(before->span(), after);
     return change.stats();

@@ -107,6 +107,25 @@ TEST(OnnxModelTest, SharedWeightAppearsOnce) {
   EXPECT_TRUE(model->tensors()[0].selected_by_default);
 }
 
+// The report's figures for an ONNX weight come from the default
+// CompareWithStored: against the stored values, and only for a same-length
+// change.
+TEST(OnnxModelTest, CompareWithStoredDescribesTheChange) {
+  onnx::ModelProto proto = EmptyModel();
+  *proto.mutable_graph()->add_initializer() = OnnxFloatTensor("W", {2, 2}, {1, -2, 3, 0});
+  AddNode(proto.mutable_graph(), "MatMul", {"x", "W"}, {"y"});
+  auto model = Parse(Serialized(proto));
+  const std::vector<float> after = {0, -2, 4, 0};
+  auto change = model->CompareWithStored(0, after);
+  ASSERT_TRUE(change.ok()) << change.status();
+  EXPECT_EQ(change->nonzero_before, 3u);
+  EXPECT_EQ(change->nonzero_after, 2u);
+  EXPECT_DOUBLE_EQ(change->norm2_before, 1 + 4 + 9);
+  EXPECT_DOUBLE_EQ(change->diff2, 1 + 1);
+  EXPECT_EQ(model->CompareWithStored(0, std::vector<float>(3)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 onnx::NodeProto* AddConstant(onnx::GraphProto* graph, const std::string& output,
                              onnx::TensorProto value) {
   onnx::NodeProto* node = AddNode(graph, "Constant", {}, {output});
