@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_format.h"
 #include "bench/bench_util.h"
+#include "server/formats/in_memory.h"
 #include "server/formats/model.h"
 #include "server/methods/method.h"
 #include "server/tensor/float_tensor.h"

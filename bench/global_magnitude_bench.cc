@@ -28,6 +28,7 @@
 #include "bonsai/v1/compressor.pb.h"
 #include "server/engine/compression_job.h"
 #include "server/engine/job_plan.h"
+#include "server/formats/in_memory.h"
 #include "server/formats/model.h"
 #include "server/methods/method.h"
 #include "server/tensor/float_tensor.h"
@@ -160,9 +161,18 @@ JobRun RunJob(std::string bytes, double sparsity) {
   proto.set_sparsity(sparsity);
   proto.set_scope(bonsai::v1::SCOPE_GLOBAL);
   const engine::ValidatedSpec spec = Check(engine::ValidateSpec(proto), "ValidateSpec");
+  // The job reads the model from a complete spool file and writes its output
+  // to the spool, as in the server (less the upload and the send).
+  auto file = bonsai::storage::SpoolFile::Create("/tmp", "model.safetensors", bytes.size());
+  if (!file.ok() || !(*file)->Append(bytes).ok()) Fail("cannot spool the model in /tmp");
+  (*file)->Complete();
+  const uint64_t size = bytes.size();
+  std::string().swap(bytes);
+  engine::JobOutput sink("/tmp", {"model.safetensors"}, {size}, nullptr);
   engine::CompressionInput input;
   input.spec = &spec;
-  input.model_bytes = std::move(bytes);
+  input.files.emplace_back(0, "model.safetensors", size, *file, bonsai::formats::WaitPolicy{});
+  input.output = &sink;
   engine::CancellationToken cancel;
   const auto start = Clock::now();
   const double cpu_start = CpuSeconds();
@@ -173,11 +183,11 @@ JobRun RunJob(std::string bytes, double sparsity) {
   JobRun run;
   run.seconds = SecondsSince(start);
   run.cpu_seconds = CpuSeconds() - cpu_start;
-  const auto& timings = output.report.timings();
+  const auto& timings = output.timings();
   run.parse = timings.parse_seconds();
   run.compress = timings.compress_seconds();
   run.serialize = timings.serialize_seconds();
-  run.zeros = output.report.totals().prunable_params() - output.report.totals().nonzero_after();
+  run.zeros = output.totals().prunable_params() - output.totals().nonzero_after();
   return run;
 }
 

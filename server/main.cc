@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 
 #include <chrono>
 #include <cstdio>
@@ -22,6 +23,8 @@
 #include "server/observability/grpc_metrics_interceptor.h"
 #include "server/observability/log.h"
 #include "server/observability/metrics.h"
+#include "server/storage/byte_budget.h"
+#include "server/storage/system_limits.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address to serve on (port 0: any free port)");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9464",
@@ -35,6 +38,19 @@ ABSL_FLAG(int, max_queued_jobs, -1,
 ABSL_FLAG(uint64_t, max_model_bytes, 4ull << 30, "largest model upload accepted, in bytes");
 ABSL_FLAG(uint64_t, max_calibration_bytes, 1ull << 30,
           "largest calibration upload accepted, in bytes");
+ABSL_FLAG(std::string, spool_dir, "",
+          "folder for uploads and outputs on disk (unlinked files: nothing is left behind); "
+          "empty means $TMPDIR or /tmp");
+ABSL_FLAG(uint64_t, max_spool_bytes, 0,
+          "disk the spool may use over all jobs (each job takes 3x its model plus its "
+          "calibration); 0 means 9/10 of the spool folder's free space at start");
+ABSL_FLAG(uint64_t, max_memory_bytes, 0,
+          "working memory over all running jobs, estimated per job from its largest tensor, "
+          "method and calibration; a job that does not fit waits, one that never fits is refused. "
+          "0 means 3/4 of the memory limit (cgroup or RAM) less 256 MiB");
+ABSL_FLAG(uint64_t, max_files, 4096, "files in one job (a sharded checkpoint's shards and others)");
+ABSL_FLAG(double, receive_idle_timeout_seconds, 60,
+          "a job whose upload sends no byte for this long is ended with DEADLINE_EXCEEDED");
 ABSL_FLAG(int, shutdown_grace_seconds, 30,
           "on SIGTERM/SIGINT, how long running jobs may take to finish before they are "
           "cancelled with UNAVAILABLE");
@@ -119,12 +135,28 @@ int main(int argc, char** argv) {
   }
 
   bonsai::engine::JobScheduler scheduler(workers, max_queued);
+  std::string spool_dir = absl::GetFlag(FLAGS_spool_dir);
+  if (spool_dir.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    spool_dir = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+  }
+  uint64_t spool_bytes = absl::GetFlag(FLAGS_max_spool_bytes);
+  if (spool_bytes == 0) spool_bytes = bonsai::storage::DefaultSpoolBudget(spool_dir);
+  uint64_t memory_bytes = absl::GetFlag(FLAGS_max_memory_bytes);
+  if (memory_bytes == 0) memory_bytes = bonsai::storage::DefaultMemoryBudget();
+  bonsai::storage::ByteBudget spool("spool disk", "max_spool_bytes", spool_bytes);
+  bonsai::storage::ByteBudget memory("working memory", "max_memory_bytes", memory_bytes);
   bonsai::api::ActiveCalls calls;
   bonsai::api::ServiceContext context;
   context.scheduler = &scheduler;
   context.calls = &calls;
   context.options.max_model_bytes = absl::GetFlag(FLAGS_max_model_bytes);
   context.options.max_calibration_bytes = absl::GetFlag(FLAGS_max_calibration_bytes);
+  context.options.max_files = absl::GetFlag(FLAGS_max_files);
+  context.options.spool_dir = spool_dir;
+  context.options.receive_idle_timeout_seconds = absl::GetFlag(FLAGS_receive_idle_timeout_seconds);
+  context.spool = &spool;
+  context.memory = &memory;
   bonsai::api::CompressorService service(context);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -151,8 +183,11 @@ int main(int argc, char** argv) {
 
   std::string host = absl::GetFlag(FLAGS_listen);
   host = host.substr(0, host.rfind(':'));
-  std::printf("bonsai-server ready on %s:%d (workers=%d, max_queued_jobs=%d, metrics=%s)\n",
-              host.c_str(), port, workers, max_queued,
+  std::printf(
+      "bonsai-server ready on %s:%d (workers=%d, max_queued_jobs=%d, max_memory_bytes=%llu, "
+      "spool=%s, max_spool_bytes=%llu, metrics=%s)\n",
+      host.c_str(), port, workers, max_queued, static_cast<unsigned long long>(memory_bytes),
+      spool_dir.c_str(), static_cast<unsigned long long>(spool_bytes),
               absl::GetFlag(FLAGS_metrics_listen).empty()
                   ? "off"
                   : absl::GetFlag(FLAGS_metrics_listen).c_str());

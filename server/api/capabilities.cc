@@ -29,6 +29,9 @@ v1::Capabilities DescribeCapabilities(const ServiceContext& context) {
   limits->set_max_calibration_bytes(context.options.max_calibration_bytes);
   limits->set_workers(context.scheduler->workers());
   limits->set_max_queued_jobs(context.scheduler->max_queued_jobs());
+  limits->set_max_files(static_cast<uint32_t>(context.options.max_files));
+  if (context.memory != nullptr) limits->set_max_memory_bytes(context.memory->limit());
+  if (context.spool != nullptr) limits->set_max_spool_bytes(context.spool->limit());
   return out;
 }
 

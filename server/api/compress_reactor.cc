@@ -32,9 +32,7 @@ CompressReactor::CompressReactor(const ServiceContext& context,
                                  grpc::CallbackServerContext* call)
     : context_(context),
       call_(call),
-      model_("model", "max_model_bytes", context.options.max_model_bytes),
-      calibration_("calibration data", "max_calibration_bytes",
-                   context.options.max_calibration_bytes) {}
+      uploads_(context_.options) {}
 
 void CompressReactor::OnReadDone(bool ok) {
   {
@@ -48,17 +46,7 @@ void CompressReactor::OnReadDone(bool ok) {
           "the stream ended before any CompressionSpec; send the spec as the first message"));
       return;
     }
-    absl::Status complete = model_.CheckComplete();
-    if (complete.ok()) complete = calibration_.CheckComplete();
-    if (complete.ok() && model_.size() == 0) {
-      complete = absl::InvalidArgumentError(
-          "no model bytes arrived; send the model as model_chunk messages after the spec");
-    }
-    if (!complete.ok()) {
-      FinishWith(complete);
-      return;
-    }
-    StartJob();
+    EndUpload();
     return;
   }
   if (absl::Status status = HandleRequest(); !status.ok()) {
@@ -73,26 +61,22 @@ absl::Status CompressReactor::HandleRequest() {
   switch (request_.payload_case()) {
     case v1::CompressRequest::kSpec:
       return HandleSpec(request_.spec());
-    case v1::CompressRequest::kModelChunk:
+    case v1::CompressRequest::kFileChunk:
     case v1::CompressRequest::kCalibrationChunk: {
       if (phase_ != Phase::kReceiving) {
         return absl::InvalidArgumentError(
             "data arrived before the CompressionSpec; send the spec as the first message");
       }
-      const bool is_model = request_.payload_case() == v1::CompressRequest::kModelChunk;
-      const std::string& chunk = is_model ? request_.model_chunk() : request_.calibration_chunk();
-      UploadBuffer& buffer = is_model ? model_ : calibration_;
-      if (absl::Status status = AcceptChunk(buffer, chunk, context_.options.max_chunk_bytes);
-          !status.ok()) {
-        return status;
-      }
+      absl::Status status = request_.payload_case() == v1::CompressRequest::kFileChunk
+                                ? uploads_.AcceptFileChunk(request_.file_chunk())
+                                : uploads_.AcceptCalibrationChunk(request_.calibration_chunk());
+      if (!status.ok()) return status;
       const auto now = Clock::now();
       if (now - last_receive_progress_ >= kReceiveProgressInterval) {
         last_receive_progress_ = now;
-        const uint64_t total = model_.declared() + calibration_.declared();
-        const uint64_t done = model_.size() + calibration_.size();
-        QueueProgress(v1::STAGE_RECEIVING, total ? std::min(1.0, double(done) / total) : 0.0,
-                      "");
+        const uint64_t total = uploads_.declared_bytes();
+        QueueProgress(v1::STAGE_RECEIVING,
+                      total ? std::min(1.0, double(uploads_.received_bytes()) / total) : 0.0, "");
       }
       return absl::OkStatus();
     }
@@ -114,10 +98,10 @@ absl::Status CompressReactor::HandleSpec(const v1::CompressionSpec& spec) {
     method_label_ = spec.method().empty() ? "recipe" : spec.method();
   }
   spec_ = std::make_shared<engine::ValidatedSpec>(std::move(*validated));
-  for (UploadBuffer* buffer : {&model_, &calibration_}) {
-    const uint64_t declared =
-        buffer == &model_ ? spec.model_size_bytes() : spec.calibration_size_bytes();
-    if (absl::Status status = DeclareUpload(*buffer, declared); !status.ok()) return status;
+  if (absl::Status status = uploads_.Declare(spec.files(), spec.calibration_size_bytes(),
+                                             *context_.spool, /*allow_header_only=*/false);
+      !status.ok()) {
+    return status;
   }
   auto slot = AdmitCall(*context_.scheduler);
   if (!slot.ok()) return slot.status();
@@ -125,38 +109,54 @@ absl::Status CompressReactor::HandleSpec(const v1::CompressionSpec& spec) {
   phase_ = Phase::kReceiving;
   receive_start_ = last_receive_progress_ = Clock::now();
   QueueProgress(v1::STAGE_RECEIVING, 0.0, "");
+  // The output streams from the spool as the job writes it; each write
+  // wakes the sender. The reactor outlives the job (the job holds it).
+  {
+    absl::MutexLock lock(&mu_);  // Pump reads it
+    output_ = std::make_unique<engine::JobOutput>(context_.options.spool_dir, uploads_.names(),
+                                                  uploads_.sizes(), [this] { Pump(); });
+  }
+  // The job starts now: it reads each tensor as soon as its bytes land.
+  QueueProgress(v1::STAGE_QUEUED, 0.0, "");
+  context_.scheduler->Run([self = shared_from_this()] { self->RunJob(); });
   return absl::OkStatus();
 }
 
-void CompressReactor::StartJob() {
+void CompressReactor::EndUpload() {
   phase_ = Phase::kJob;
-  queued_at_ = Clock::now();
-  observability::RecordStageSeconds(observability::JobStage::kReceive,
-                                    Seconds(queued_at_ - receive_start_));
-  observability::RecordModelBytes(model_.size());
-  QueueProgress(v1::STAGE_QUEUED, 0.0, "");
-  context_.scheduler->Run([self = shared_from_this()] { self->RunJob(); });
+  receive_seconds_ = Seconds(Clock::now() - receive_start_);
+  observability::RecordStageSeconds(observability::JobStage::kReceive, receive_seconds_);
+  observability::RecordModelBytes(uploads_.declared_bytes());
+  if (absl::Status complete = uploads_.Complete(); !complete.ok()) {
+    cancel_.Cancel();
+    FinishWith(complete);
+  }
 }
 
 void CompressReactor::RunJob() {
-  const double queue_seconds = Seconds(Clock::now() - queued_at_);
+  const double queue_seconds = Seconds(Clock::now() - receive_start_);
   observability::RecordStageSeconds(observability::JobStage::kQueueWait, queue_seconds);
   if (cancel_.cancelled()) {
     CompleteJob(absl::CancelledError("the job was cancelled before it started"));
     return;
   }
+  formats::WaitPolicy wait;
+  wait.cancelled = [this] { return cancel_.cancelled(); };
+  wait.idle = absl::Seconds(context_.options.receive_idle_timeout_seconds);
   engine::CompressionInput input;
   input.spec = spec_.get();
-  input.model_bytes = model_.Take();
-  input.calibration_bytes = calibration_.Take();
+  input.files = uploads_.InputFiles(wait);
+  input.calibration = uploads_.Calibration(wait);
+  input.output = output_.get();
+  input.memory = context_.memory;
   input.queue_seconds = queue_seconds;
-  input.receive_seconds = Seconds(queued_at_ - receive_start_);
   auto result = engine::RunCompressionJob(
       std::move(input),
       [this](v1::Stage stage, double fraction, std::string_view detail) {
         QueueProgress(stage, fraction, detail);
       },
       cancel_);
+  if (!result.ok()) uploads_.Fail(result.status());  // the upload need not go on
   CompleteJob(std::move(result));
 }
 
@@ -180,25 +180,57 @@ void CompressReactor::QueueProgress(v1::Stage stage, double fraction, std::strin
   Pump();
 }
 
-void CompressReactor::CompleteJob(absl::StatusOr<engine::CompressionOutput> result) {
+void CompressReactor::CompleteJob(absl::StatusOr<v1::CompressionReport> result) {
   {
     absl::MutexLock lock(&mu_);
     if (finish_called_ || final_status_) return;
     if (result.ok()) {
-      const double zstd = double(result->report.totals().model_bytes_out_zstd());
+      const double zstd = double(result->totals().model_bytes_out_zstd());
       if (zstd > 0) {
-        observability::RecordCompressionRatio(result->report.totals().model_bytes_in() / zstd);
+        observability::RecordCompressionRatio(result->totals().model_bytes_in() / zstd);
       }
-      format_label_ = result->report.format();
-      pending_report_ = std::move(result->report);
-      output_ = std::move(result->model);
+      format_label_ = result->format();
+      result->mutable_timings()->set_receive_seconds(receive_seconds_);
+      pending_report_ = *std::move(result);
       job_succeeded_ = true;
-      send_start_ = Clock::now();
     } else {
       final_status_ = result.status();
     }
   }
   Pump();
+}
+
+bool CompressReactor::NextOutputChunk() {
+  while (true) {
+    auto file = output_->produced(sending_file_);
+    if (!file) return false;
+    const uint64_t available = file->data->size();
+    if (sending_offset_ < available) {
+      const uint64_t length =
+          std::min<uint64_t>(context_.options.send_chunk_bytes, available - sending_offset_);
+      response_.Clear();
+      v1::FileChunk* chunk = response_.mutable_file_chunk();
+      chunk->set_file(file->input_index);
+      std::string* data = chunk->mutable_data();
+      data->resize(length);
+      if (absl::Status status =
+              file->data->ReadAt(sending_offset_, absl::MakeSpan(data->data(), length));
+          !status.ok()) {
+        final_status_ = status;
+        return false;
+      }
+      sending_offset_ += length;
+      observability::RecordSentBytes(length);
+      if (!first_chunk_sent_) {
+        first_chunk_sent_ = true;
+        send_start_ = Clock::now();
+      }
+      return true;
+    }
+    if (!file->data->complete()) return false;  // more is coming: on_change wakes us
+    ++sending_file_;
+    sending_offset_ = 0;
+  }
 }
 
 void CompressReactor::FinishWith(const absl::Status& status) {
@@ -224,23 +256,24 @@ void CompressReactor::Pump() {
       *response_.mutable_progress() = std::move(pending_progress_.front());
       pending_progress_.pop_front();
       action = Action::kWrite;
+    } else if (output_ && NextOutputChunk()) {
+      action = Action::kWrite;
+    } else if (final_status_) {  // reading the spool failed
+      outcome = *final_status_;
+      action = Action::kFinish;
     } else if (pending_report_) {
+      // Every file is sent once the job has returned: it ends the last one
+      // before it returns, and NextOutputChunk found nothing left.
+      const double send_seconds = first_chunk_sent_ ? Seconds(Clock::now() - send_start_) : 0.0;
+      observability::RecordStageSeconds(observability::JobStage::kSend, send_seconds);
+      pending_report_->mutable_timings()->set_send_seconds(send_seconds);
+      pending_report_->mutable_timings()->set_total_seconds(
+          Seconds(Clock::now() - receive_start_));
       response_.Clear();
       *response_.mutable_report() = std::move(*pending_report_);
       pending_report_.reset();
       action = Action::kWrite;
-    } else if (job_succeeded_ && output_offset_ < output_.size()) {
-      const size_t length =
-          std::min<size_t>(context_.options.send_chunk_bytes, output_.size() - output_offset_);
-      response_.Clear();
-      response_.set_model_chunk(output_.data() + output_offset_, length);
-      output_offset_ += length;
-      observability::RecordSentBytes(length);
-      action = Action::kWrite;
     } else if (job_succeeded_) {
-      observability::RecordStageSeconds(observability::JobStage::kSend,
-                                        Seconds(Clock::now() - send_start_));
-      std::string().swap(output_);
       action = Action::kFinish;
     }
     if (action == Action::kWrite) write_in_flight_ = true;
@@ -275,11 +308,13 @@ void CompressReactor::OnWriteDone(bool ok) {
 
 void CompressReactor::OnCancel() {
   cancel_.Cancel();
+  uploads_.Fail(absl::CancelledError("the client cancelled the call"));
   FinishWith(absl::CancelledError("the client cancelled the call or its deadline passed"));
 }
 
 void CompressReactor::Abort(const absl::Status& status) {
   cancel_.Cancel();
+  uploads_.Fail(status);
   FinishWith(status);
 }
 

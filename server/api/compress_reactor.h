@@ -1,6 +1,8 @@
-// The Compress stream: assembles the upload (spec first, then chunks, with
-// limits), hands the job to the engine's worker pool, and streams progress,
-// the report and the output back, one write in flight at a time.
+// The Compress stream: takes the spec, admits the job and starts it on the
+// engine's worker pool at once, spools the upload's chunks as they arrive
+// (the job reads them as they land), and streams progress, the output files
+// (from the spool, as the job writes them) and last the report, one write
+// in flight at a time.
 //
 // Lifetime: the reactor is shared by gRPC (until OnDone) and by its job on a
 // worker (until the job returns), so neither can pull it from under the
@@ -11,6 +13,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <memory>
@@ -21,9 +24,10 @@
 #include "bonsai/v1/compressor.grpc.pb.h"
 #include "server/api/active_calls.h"
 #include "server/api/service_context.h"
-#include "server/api/upload_buffer.h"
+#include "server/api/upload_files.h"
 #include "server/engine/cancellation.h"
 #include "server/engine/compression_job.h"
+#include "server/engine/job_output.h"
 #include "server/engine/job_plan.h"
 
 namespace bonsai::api {
@@ -47,10 +51,12 @@ class CompressReactor
 
   absl::Status HandleRequest();
   absl::Status HandleSpec(const v1::CompressionSpec& spec);
-  void StartJob();
+  void EndUpload();
   void RunJob();  // on a worker
   void QueueProgress(v1::Stage stage, double fraction, std::string_view detail);
-  void CompleteJob(absl::StatusOr<engine::CompressionOutput> result);
+  void CompleteJob(absl::StatusOr<v1::CompressionReport> result);
+  // The next output chunk into response_, if one is ready.
+  bool NextOutputChunk() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishWith(const absl::Status& status);
   // Picks the next message (or the final status) and starts it, if nothing
   // is in flight. Call without mu_ held.
@@ -67,12 +73,12 @@ class CompressReactor
   v1::CompressRequest request_;
   enum class Phase { kAwaitSpec, kReceiving, kJob, kEnded } phase_ = Phase::kAwaitSpec;
   std::shared_ptr<engine::ValidatedSpec> spec_;
-  UploadBuffer model_;
-  UploadBuffer calibration_;
+  UploadFiles uploads_;
   std::unique_ptr<engine::JobSlot> slot_;
-  Clock::time_point receive_start_, queued_at_;
+  Clock::time_point receive_start_;
   Clock::time_point last_receive_progress_;
-  uint64_t sent_model_bytes_ = 0;
+  std::atomic<double> receive_seconds_{0};
+  std::unique_ptr<engine::JobOutput> output_;  // created at the spec, before the job
 
   // Writing side.
   absl::Mutex mu_;
@@ -81,8 +87,9 @@ class CompressReactor
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<v1::Progress> pending_progress_ ABSL_GUARDED_BY(mu_);
   std::optional<v1::CompressionReport> pending_report_ ABSL_GUARDED_BY(mu_);
-  std::string output_ ABSL_GUARDED_BY(mu_);
-  size_t output_offset_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t sending_file_ ABSL_GUARDED_BY(mu_) = 0;       // k-th produced output file
+  uint64_t sending_offset_ ABSL_GUARDED_BY(mu_) = 0;   // in it
+  bool first_chunk_sent_ ABSL_GUARDED_BY(mu_) = false;
   bool job_succeeded_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<absl::Status> final_status_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Status> abort_status_ ABSL_GUARDED_BY(mu_);

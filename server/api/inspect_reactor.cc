@@ -18,7 +18,7 @@ InspectReactor* InspectReactor::Start(const ServiceContext& context,
 InspectReactor::InspectReactor(const ServiceContext& context, v1::InspectResponse* response)
     : context_(context),
       response_(response),
-      model_("model", "max_model_bytes", context.options.max_model_bytes) {}
+      uploads_(context_.options) {}
 
 void InspectReactor::OnReadDone(bool ok) {
   {
@@ -27,19 +27,14 @@ void InspectReactor::OnReadDone(bool ok) {
   }
   if (!ok) {
     if (cancel_.cancelled()) return;
-    absl::Status complete = model_.CheckComplete();
-    if (complete.ok() && model_.size() == 0) {
-      complete = absl::InvalidArgumentError(
-          "no model bytes arrived; send the model as model_chunk messages");
-    }
-    if (!complete.ok()) {
-      FinishOnce(complete);
+    if (!have_spec_) {
+      FinishOnce(absl::InvalidArgumentError(
+          "the stream ended before any InspectSpec; send the spec as the first message"));
       return;
     }
-    if (!slot_) {  // no spec was sent: admit now
-      auto slot = AdmitCall(*context_.scheduler);
-      if (!slot.ok()) return FinishOnce(slot.status());
-      slot_ = std::move(*slot);
+    if (absl::Status complete = uploads_.Complete(); !complete.ok()) {
+      FinishOnce(complete);
+      return;
     }
     context_.scheduler->Run([self = shared_from_this()] { self->RunJob(); });
     return;
@@ -54,13 +49,15 @@ void InspectReactor::OnReadDone(bool ok) {
 absl::Status InspectReactor::HandleRequest() {
   switch (request_.payload_case()) {
     case v1::InspectRequest::kSpec: {
-      if (have_spec_ || model_.size() > 0) {
+      if (have_spec_) {
         return absl::InvalidArgumentError(
             "an InspectSpec may come only once, as the first message");
       }
       have_spec_ = true;
       spec_ = request_.spec();
-      if (auto status = DeclareUpload(model_, spec_.model_size_bytes()); !status.ok()) {
+      if (auto status = uploads_.Declare(spec_.files(), 0, *context_.spool,
+                                         /*allow_header_only=*/true);
+          !status.ok()) {
         return status;
       }
       auto slot = AdmitCall(*context_.scheduler);
@@ -68,8 +65,12 @@ absl::Status InspectReactor::HandleRequest() {
       slot_ = std::move(*slot);
       return absl::OkStatus();
     }
-    case v1::InspectRequest::kModelChunk: {
-      return AcceptChunk(model_, request_.model_chunk(), context_.options.max_chunk_bytes);
+    case v1::InspectRequest::kFileChunk: {
+      if (!have_spec_) {
+        return absl::InvalidArgumentError(
+            "data arrived before the InspectSpec; send the spec as the first message");
+      }
+      return uploads_.AcceptFileChunk(request_.file_chunk());
     }
     case v1::InspectRequest::PAYLOAD_NOT_SET:
       break;
@@ -79,7 +80,10 @@ absl::Status InspectReactor::HandleRequest() {
 
 void InspectReactor::RunJob() {
   if (cancel_.cancelled()) return FinishOnce(absl::CancelledError("the call was cancelled"));
-  auto result = engine::RunInspectJob(spec_, model_.Take(), cancel_);
+  formats::WaitPolicy wait;
+  wait.cancelled = [this] { return cancel_.cancelled(); };
+  wait.idle = absl::Seconds(context_.options.receive_idle_timeout_seconds);
+  auto result = engine::RunInspectJob(spec_, uploads_.InputFiles(wait), cancel_);
   {
     // gRPC owns response_ only until the call ends: write it while holding
     // the flag that says the call has not ended.
@@ -102,6 +106,7 @@ void InspectReactor::FinishOnce(const absl::Status& status) {
 
 void InspectReactor::OnCancel() {
   cancel_.Cancel();
+  uploads_.Fail(absl::CancelledError("the client cancelled the call"));
   FinishOnce(absl::CancelledError("the client cancelled the call or its deadline passed"));
 }
 

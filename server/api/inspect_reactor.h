@@ -12,7 +12,7 @@
 #include "bonsai/v1/compressor.grpc.pb.h"
 #include "server/api/active_calls.h"
 #include "server/api/service_context.h"
-#include "server/api/upload_buffer.h"
+#include "server/api/upload_files.h"
 #include "server/engine/cancellation.h"
 
 namespace bonsai::api {
@@ -41,7 +41,7 @@ class InspectReactor : public grpc::ServerReadReactor<v1::InspectRequest>,
   v1::InspectRequest request_;
   bool have_spec_ = false;
   v1::InspectSpec spec_;
-  UploadBuffer model_;
+  UploadFiles uploads_;
   std::unique_ptr<engine::JobSlot> slot_;
 
   absl::Mutex mu_;

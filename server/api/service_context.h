@@ -5,6 +5,7 @@
 
 #include "server/api/active_calls.h"
 #include "server/api/service_options.h"
+#include "server/storage/byte_budget.h"
 #include "server/engine/job_scheduler.h"
 
 namespace bonsai::api {
@@ -13,6 +14,8 @@ struct ServiceContext {
   engine::JobScheduler* scheduler = nullptr;
   ServiceOptions options;
   ActiveCalls* calls = nullptr;
+  storage::ByteBudget* spool = nullptr;   // disk: uploads and outputs
+  storage::ByteBudget* memory = nullptr;  // working memory of running jobs
 };
 
 }  // namespace bonsai::api

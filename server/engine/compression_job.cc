@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/engine/calibration.h"
-#include "server/engine/output_digest.h"
+#include "server/formats/model_set.h"
 #include "server/engine/physical_pruning.h"
 #include "server/formats/model.h"
 #include "server/observability/metrics.h"
@@ -114,6 +114,7 @@ absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan,
     if (!change.ok()) return change.status();
     if (auto s = model.Write(index, values, outcome->packing); !s.ok()) return s;
     FillTensorReport(info, *change, group, *outcome, report.add_tensors());
+    report.mutable_tensors()->rbegin()->set_file(info.file);
     meter.Advance(info.params, info.name);
   }
   return absl::OkStatus();
@@ -165,8 +166,7 @@ uint64_t TotalParams(const formats::Model& model) {
 }
 
 void FillTotals(const formats::Model& model, uint64_t params_in, uint64_t bytes_in,
-                const std::string& output, const OutputDigest& digest,
-                v1::CompressionReport& report) {
+                uint64_t bytes_out, uint64_t zstd_bytes, v1::CompressionReport& report) {
   v1::Totals* totals = report.mutable_totals();
   uint64_t prunable = 0, nonzero = 0, dense = 0, packed = 0;
   for (const auto& t : report.tensors()) {
@@ -182,37 +182,67 @@ void FillTotals(const formats::Model& model, uint64_t params_in, uint64_t bytes_
   totals->set_nonzero_after(nonzero);
   totals->set_sparsity(prunable ? 1.0 - double(nonzero) / prunable : 0.0);
   totals->set_model_bytes_in(bytes_in);
-  totals->set_model_bytes_out(output.size());
-  totals->set_model_bytes_out_zstd(digest.zstd_bytes);
+  totals->set_model_bytes_out(bytes_out);
+  totals->set_model_bytes_out_zstd(zstd_bytes);
   totals->set_dense_bytes(dense);
 }
 
 }  // namespace
 
-absl::StatusOr<CompressionOutput> RunCompressionJob(CompressionInput input,
-                                                    const ProgressSink& progress,
-                                                    const CancellationToken& cancel) {
+uint64_t EstimateJobMemory(const formats::Model& model, uint64_t calibration_bytes) {
+  uint64_t largest_params = 0;
+  for (const auto& info : model.tensors()) largest_params = std::max(largest_params, info.params);
+  // The float copy and the stored bytes of one tensor, the same again for a
+  // method's per-tensor buffers (masks, scores, a sample of magnitudes), the
+  // calibration statistics (held whole), and a fixed allowance for the rest
+  // (BLAS workspace, zstd and copy buffers).
+  constexpr uint64_t kFixed = 48ull << 20;
+  const uint64_t tensor_bytes = largest_params * sizeof(float) + model.largest_tensor_bytes();
+  return model.resident_bytes() + 2 * tensor_bytes + 2 * calibration_bytes + kFixed;
+}
+
+absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
+                                                        const ProgressSink& progress,
+                                                        const CancellationToken& cancel) {
   const ValidatedSpec& spec = *input.spec;
-  CompressionOutput output;
-  v1::CompressionReport& report = output.report;
+  v1::CompressionReport report;
   v1::Timings* timings = report.mutable_timings();
   timings->set_queue_seconds(input.queue_seconds);
-  timings->set_receive_seconds(input.receive_seconds);
-  const uint64_t bytes_in = input.model_bytes.size();
+  uint64_t bytes_in = 0;
+  for (const auto& file : input.files) bytes_in += file.size();
 
   auto stage_start = Clock::now();
   progress(v1::STAGE_PARSING, 0.0, "");
-  auto model = formats::ParseModel(std::move(input.model_bytes));
+  auto model = formats::OpenModelFiles(std::move(input.files));
   if (!model.ok()) return model.status();
   report.set_format(std::string(formats::FormatName((*model)->format())));
   report.set_method(spec.proto.method());
   const uint64_t params_in = TotalParams(**model);
   auto plan = PlanCompression(spec, (*model)->tensors());
   if (!plan.ok()) return plan.status();
-  auto calibration = ParseCalibration(std::move(input.calibration_bytes));
+  absl::StatusOr<CalibrationSet> calibration = CalibrationSet();
+  uint64_t calibration_bytes = 0;
+  if (input.calibration) {
+    calibration_bytes = input.calibration->size();
+    auto bytes = input.calibration->ReadAll();
+    if (!bytes.ok()) return bytes.status();
+    calibration = ParseCalibration(*std::move(bytes));
+  }
   if (!calibration.ok()) {
     return absl::Status(calibration.status().code(),
                         absl::StrCat("calibration data: ", calibration.status().message()));
+  }
+  std::unique_ptr<storage::Reservation> memory;
+  if (input.memory != nullptr) {
+    const uint64_t need = EstimateJobMemory(**model, calibration_bytes);
+    auto reserved = input.memory->TryReserve(need);
+    if (!reserved.ok()) return reserved.status();
+    if (*reserved == nullptr) {
+      progress(v1::STAGE_QUEUED, 0.0, "waiting for memory");
+      reserved = input.memory->Reserve(need, [&cancel] { return cancel.cancelled(); });
+      if (!reserved.ok()) return reserved.status();
+    }
+    memory = *std::move(reserved);
   }
   WarnAboutUnusedCalibration(**model, *calibration, report);
   plan = ApplyPhysicalPruning(spec, **model, std::move(*plan), report);
@@ -222,6 +252,9 @@ absl::StatusOr<CompressionOutput> RunCompressionJob(CompressionInput input,
   observability::RecordStageSeconds(observability::JobStage::kParse, timings->parse_seconds());
 
   stage_start = Clock::now();
+  formats::SerializeOptions options;
+  options.packed = spec.proto.output() == v1::OUTPUT_MODE_PACKED;
+  if (auto s = (*model)->StartOutput(options, *input.output); !s.ok()) return s;
   uint64_t work = 0;
   for (const MethodGroup& group : plan->groups) {
     for (size_t index : group.tensors) {
@@ -247,26 +280,17 @@ absl::StatusOr<CompressionOutput> RunCompressionJob(CompressionInput input,
 
   stage_start = Clock::now();
   progress(v1::STAGE_SERIALIZING, 0.0, "");
-  formats::SerializeOptions options;
-  options.packed = spec.proto.output() == v1::OUTPUT_MODE_PACKED;
-  auto serialized = (*model)->Serialize(options);
-  if (!serialized.ok()) return serialized.status();
-  output.model = std::move(*serialized);
-  auto digest = DigestOutput(output.model, [&](double fraction) {
-    progress(v1::STAGE_SERIALIZING, fraction, "checksum");
-    return !cancel.cancelled();
-  });
-  if (!digest.ok()) return digest.status();
-  report.set_output_sha256(digest->sha256_hex);
+  if (auto s = (*model)->FinishOutput(); !s.ok()) return s;
+  auto zstd_bytes = input.output->ZstdBytes();
+  if (!zstd_bytes.ok()) return zstd_bytes.status();
+  for (v1::FileReport& file : input.output->file_reports()) *report.add_files() = std::move(file);
   FillStoredSizes(**model, report);
-  FillTotals(**model, params_in, bytes_in, output.model, *digest, report);
+  FillTotals(**model, params_in, bytes_in, input.output->bytes_out(), *zstd_bytes, report);
   timings->set_serialize_seconds(SecondsSince(stage_start));
+  progress(v1::STAGE_SERIALIZING, 1.0, "");
   observability::RecordStageSeconds(observability::JobStage::kSerialize,
                                     timings->serialize_seconds());
-  timings->set_total_seconds(timings->queue_seconds() + timings->receive_seconds() +
-                             timings->parse_seconds() + timings->compress_seconds() +
-                             timings->serialize_seconds());
-  return output;
+  return report;
 }
 
 }  // namespace bonsai::engine

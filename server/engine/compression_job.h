@@ -13,7 +13,10 @@
 #include "absl/status/statusor.h"
 #include "bonsai/v1/compressor.pb.h"
 #include "server/engine/cancellation.h"
+#include "server/engine/job_output.h"
 #include "server/engine/job_plan.h"
+#include "server/formats/model_files.h"
+#include "server/storage/byte_budget.h"
 
 namespace bonsai::engine {
 
@@ -22,20 +25,27 @@ using ProgressSink =
 
 struct CompressionInput {
   const ValidatedSpec* spec = nullptr;
-  std::string model_bytes;
-  std::string calibration_bytes;  // safetensors; empty when none was sent
+  // The model's files; reads wait for bytes still uploading, so the job
+  // starts on the first tensors while the rest arrives.
+  std::vector<formats::InputFile> files;
+  std::optional<formats::InputFile> calibration;  // safetensors, when sent
+  JobOutput* output = nullptr;                     // where the files go
+  // Working memory over all running jobs; the job waits for its estimate
+  // (null: no budget).
+  storage::ByteBudget* memory = nullptr;
   double queue_seconds = 0;
-  double receive_seconds = 0;
 };
 
-struct CompressionOutput {
-  v1::CompressionReport report;
-  std::string model;
-};
+// The report, once the last output file has ended; its timings for the
+// upload and the send are the caller's to fill.
+absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
+                                                        const ProgressSink& progress,
+                                                        const CancellationToken& cancel);
 
-absl::StatusOr<CompressionOutput> RunCompressionJob(CompressionInput input,
-                                                    const ProgressSink& progress,
-                                                    const CancellationToken& cancel);
+// The working memory a job on `model` needs beyond the spool: one tensor's
+// stored bytes and float copy, the method's buffers, calibration statistics
+// held in memory, and what the format keeps resident.
+uint64_t EstimateJobMemory(const formats::Model& model, uint64_t calibration_bytes);
 
 }  // namespace bonsai::engine
 

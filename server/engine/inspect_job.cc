@@ -1,20 +1,27 @@
 #include "server/engine/inspect_job.h"
 
 #include "server/engine/job_plan.h"
+#include "absl/container/flat_hash_set.h"
 #include "server/formats/model.h"
+#include "server/formats/model_set.h"
 
 namespace bonsai::engine {
 
 absl::StatusOr<v1::InspectResponse> RunInspectJob(const v1::InspectSpec& spec,
-                                                  std::string model_bytes,
+                                                  std::vector<formats::InputFile> files,
                                                   const CancellationToken& cancel) {
   auto include = CompilePatterns(spec.include(), "include");
   if (!include.ok()) return include.status();
   auto exclude = CompilePatterns(spec.exclude(), "exclude");
   if (!exclude.ok()) return exclude.status();
 
-  const uint64_t total_bytes = model_bytes.size();
-  auto model = formats::ParseModel(std::move(model_bytes));
+  uint64_t total_bytes = 0;
+  absl::flat_hash_set<std::string> header_only;
+  for (const auto& file : files) {
+    total_bytes += file.size();
+    if (file.header_only()) header_only.insert(file.name());
+  }
+  auto model = formats::OpenModelFiles(std::move(files));
   if (!model.ok()) return model.status();
 
   v1::InspectResponse response;
@@ -32,9 +39,11 @@ absl::StatusOr<v1::InspectResponse> RunInspectJob(const v1::InspectSpec& spec,
     out->set_dtype(std::string(tensor::DTypeName(info.dtype)));
     out->set_params(info.params);
     out->set_role(info.role);
+    out->set_file(info.file);
     const bool selected = IsSelected(info, *include, *exclude, false);
     out->set_selected(selected);
-    if (tensor::IsFloating(info.dtype)) {
+    if (tensor::IsFloating(info.dtype) && !header_only.contains(info.file)) {
+      out->set_zeros_known(true);
       if (auto s = (*model)->ReadInto(i, values); !s.ok()) return s;
       out->set_zeros(info.params - tensor::CountNonZero(values.span()));
     }

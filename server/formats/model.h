@@ -19,6 +19,9 @@
 
 namespace bonsai::formats {
 
+class InputFile;
+class OutputSink;
+
 enum class Format { kOnnx, kSafetensors };
 std::string_view FormatName(Format format);  // "onnx", "safetensors"
 
@@ -47,6 +50,7 @@ struct TensorInfo {
   // are not embeddings in safetensors.
   bool selected_by_default = false;
   std::optional<WeightLayout> layout;
+  std::string file;  // the job's file that holds it
 };
 
 // How a tensor should be stored when the request asks for packed output.
@@ -104,24 +108,42 @@ class Model {
     return change.stats();
   }
   // Replaces the tensor's values (same shape), stored in its own dtype.
+  // Once output has started, tensors are written in increasing index order,
+  // and a format may send each one out as it comes.
   virtual absl::Status Write(size_t index, const tensor::FloatTensor& values,
                              const PackingHint& packing = {}) = 0;
 
-  // The whole model in its format. May consume internal buffers: call once.
-  virtual absl::StatusOr<std::string> Serialize(const SerializeOptions& options) = 0;
+  // Output: StartOutput once (before or after the writes), FinishOutput once
+  // after the last write. The model's files go to `sink` one after another,
+  // each as soon as its bytes are final; after FinishOutput the model can no
+  // longer be read.
+  virtual absl::Status StartOutput(const SerializeOptions& options, OutputSink& sink) = 0;
+  virtual absl::Status FinishOutput() = 0;
 
-  // After Serialize: bytes per tensor as written (for packed output).
+  // After FinishOutput: bytes per tensor as written (for packed output).
   virtual std::vector<StoredSize> stored_sizes() const { return {}; }
+
+  // The bytes of the largest tensor as stored: what one tensor's working
+  // buffers scale with, for the job's memory estimate.
+  virtual uint64_t largest_tensor_bytes() const = 0;
+  // Memory the model holds whatever the tensors (an ONNX graph parsed whole).
+  virtual uint64_t resident_bytes() const { return 0; }
+
+  // For tests and benchmarks: the whole output of a single-file model as
+  // one string (formats/in_memory.cc).
+  absl::StatusOr<std::string> Serialize(const SerializeOptions& options);
 };
 
 // The checks every Model makes before Read/Write: not yet serialized, index
 // in range. Formats add their own message for a non-floating dtype.
 absl::Status CheckTensorAccess(bool serialized, size_t index, size_t tensor_count);
 
-// Detects the format from the content (never the file name) and parses it.
-// Takes ownership of the bytes so formats can work on them in place.
-// Errors are InvalidArgument with a message that says what was wrong and
+// Detects a single file's format from its content (never its name) and opens
+// it. Errors are InvalidArgument with a message that says what was wrong and
 // what to do (e.g. "this is a PyTorch checkpoint; save it with safetensors").
+absl::StatusOr<std::unique_ptr<Model>> OpenModelFile(InputFile input);
+
+// For tests and benchmarks: a model from bytes in memory (formats/in_memory.cc).
 absl::StatusOr<std::unique_ptr<Model>> ParseModel(std::string bytes);
 
 }  // namespace bonsai::formats

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "server/formats/onnx_model.h"
 
 #include <climits>
@@ -131,7 +132,52 @@ absl::Status OnnxModel::Write(size_t index, const tensor::FloatTensor& values,
   return WriteOnnxTensor(*refs_[index].proto, values.span());
 }
 
-absl::StatusOr<std::string> OnnxModel::Serialize(const SerializeOptions& options) {
+absl::StatusOr<std::unique_ptr<OnnxModel>> OnnxModel::Open(const InputFile& input) {
+  auto bytes = input.ReadAll();
+  if (!bytes.ok()) return bytes.status();
+  auto proto = ParseOnnxProto(*bytes);
+  if (!proto.ok()) return proto.status();
+  const uint64_t size = bytes->size();
+  std::string().swap(*bytes);  // the proto holds its own copy of every tensor
+  auto model = Create(*std::move(proto));
+  if (!model.ok()) return model.status();
+  (*model)->file_index_ = input.index();
+  (*model)->file_name_ = input.name();
+  (*model)->resident_ = size;
+  for (TensorInfo& info : (*model)->infos_) info.file = input.name();
+  return model;
+}
+
+uint64_t OnnxModel::largest_tensor_bytes() const {
+  uint64_t largest = 0;
+  for (size_t i = 0; i < infos_.size(); ++i) {
+    largest = std::max(largest, DenseBytes(infos_[i], *refs_[i].proto));
+  }
+  return largest;
+}
+
+absl::Status OnnxModel::StartOutput(const SerializeOptions& options, OutputSink& sink) {
+  if (sink_ != nullptr || consumed_) {
+    return absl::FailedPreconditionError("output of this model was already started");
+  }
+  options_ = options;
+  sink_ = &sink;
+  return absl::OkStatus();
+}
+
+// The graph is one protobuf message: it is written whole, after the last
+// tensor.
+absl::Status OnnxModel::FinishOutput() {
+  if (sink_ == nullptr) return absl::FailedPreconditionError("StartOutput was not called");
+  auto bytes = SerializeProto(options_);
+  if (!bytes.ok()) return bytes.status();
+  auto writer = sink_->BeginFile(file_index_, "model");
+  if (!writer.ok()) return writer.status();
+  if (auto status = (*writer)->Write(*bytes); !status.ok()) return status;
+  return sink_->EndFile();
+}
+
+absl::StatusOr<std::string> OnnxModel::SerializeProto(const SerializeOptions& options) {
   if (consumed_) return absl::FailedPreconditionError("the model was already serialized");
   consumed_ = true;
   stored_.clear();
@@ -166,13 +212,5 @@ absl::StatusOr<std::string> OnnxModel::Serialize(const SerializeOptions& options
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Model>> ParseOnnx(std::string bytes) {
-  auto proto = ParseOnnxProto(bytes);
-  if (!proto.ok()) return proto.status();
-  std::string().swap(bytes);  // the proto holds its own copy of every tensor
-  auto model = OnnxModel::Create(*std::move(proto));
-  if (!model.ok()) return model.status();
-  return std::unique_ptr<Model>(*std::move(model));
-}
 
 }  // namespace bonsai::formats

@@ -13,6 +13,7 @@
 
 #include "onnx/onnx_pb.h"
 #include "server/formats/model.h"
+#include "server/formats/model_files.h"
 #include "server/formats/onnx_weights.h"
 
 namespace bonsai::formats {
@@ -23,14 +24,20 @@ class OnnxModel final : public Model {
   // take (external data, sizes that do not match their shape).
   static absl::StatusOr<std::unique_ptr<OnnxModel>> Create(
       std::unique_ptr<onnx::ModelProto> proto);
+  // Reads the whole .onnx file (waiting for it) and parses it.
+  static absl::StatusOr<std::unique_ptr<OnnxModel>> Open(const InputFile& input);
 
   Format format() const override { return Format::kOnnx; }
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
   absl::Status ReadInto(size_t index, tensor::FloatTensor& out) const override;
   absl::Status Write(size_t index, const tensor::FloatTensor& values,
                      const PackingHint& packing) override;
-  absl::StatusOr<std::string> Serialize(const SerializeOptions& options) override;
+  absl::Status StartOutput(const SerializeOptions& options, OutputSink& sink) override;
+  absl::Status FinishOutput() override;
   std::vector<StoredSize> stored_sizes() const override { return stored_; }
+  uint64_t largest_tensor_bytes() const override;
+  // The parsed graph holds every weight: about the file's size.
+  uint64_t resident_bytes() const override { return resident_; }
 
   // For graph surgery (physical channel pruning). Call Reindex() after
   // changing which tensors exist or their shapes: tensors() and the indices
@@ -41,6 +48,7 @@ class OnnxModel final : public Model {
  private:
   explicit OnnxModel(std::unique_ptr<onnx::ModelProto> proto) : proto_(std::move(proto)) {}
   absl::Status CheckUsable(size_t index) const;
+  absl::StatusOr<std::string> SerializeProto(const SerializeOptions& options);
 
   std::unique_ptr<onnx::ModelProto> proto_;
   std::vector<OnnxTensorRef> refs_;  // parallel to infos_
@@ -48,14 +56,17 @@ class OnnxModel final : public Model {
   std::vector<PackingHint> hints_;
   std::vector<StoredSize> stored_;
   bool consumed_ = false;
+  size_t file_index_ = 0;
+  std::string file_name_ = "model.onnx";
+  uint64_t resident_ = 0;
+  SerializeOptions options_;
+  OutputSink* sink_ = nullptr;
 };
 
 // Parses serialized ModelProto bytes (up to protobuf's 2 GiB message limit).
 // InvalidArgument when the bytes are not a ModelProto with a graph.
 absl::StatusOr<std::unique_ptr<onnx::ModelProto>> ParseOnnxProto(std::string_view bytes);
 
-// Parses an ONNX model (for callers that know the format already).
-absl::StatusOr<std::unique_ptr<Model>> ParseOnnx(std::string bytes);
 
 // Deterministic serialization (stable field order, for byte-identical
 // output from identical input).

@@ -1,11 +1,13 @@
 // Format detection by content. The upload's name is never consulted: it is
 // whatever the client's file happened to be called.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "server/formats/model.h"
+#include "server/formats/model_files.h"
 #include "server/formats/onnx_model.h"
 #include "server/formats/safetensors.h"
 #include "server/formats/safetensors_header.h"
@@ -14,8 +16,8 @@ namespace bonsai::formats {
 namespace {
 
 constexpr absl::string_view kSupported =
-    "bonsai accepts ONNX models (.onnx, with all tensors inside the file) and "
-    "safetensors files (.safetensors)";
+    "bonsai accepts ONNX models (.onnx, with any external data files beside it), "
+    "safetensors files (.safetensors) and Hugging Face folders of safetensors shards";
 
 // torch.save writes a zip archive (PyTorch >= 1.6) or a bare pickle (older,
 // or _use_new_zipfile_serialization=False). Loading either runs arbitrary
@@ -24,15 +26,6 @@ bool LooksLikePyTorch(std::string_view bytes) {
   if (bytes.substr(0, 4) == std::string_view("PK\x03\x04", 4)) return true;
   return bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x80 &&
          bytes[1] >= 2 && bytes[1] <= 5;
-}
-
-// Frees the upload first: the proto holds its own copy of every tensor.
-absl::StatusOr<std::unique_ptr<Model>> OnnxFromProto(std::unique_ptr<onnx::ModelProto> proto,
-                                                     std::string& bytes) {
-  std::string().swap(bytes);
-  auto model = OnnxModel::Create(std::move(proto));
-  if (!model.ok()) return model.status();
-  return std::unique_ptr<Model>(*std::move(model));
 }
 
 }  // namespace
@@ -54,37 +47,48 @@ std::string_view FormatName(Format format) {
   return "unknown";
 }
 
-absl::StatusOr<std::unique_ptr<Model>> ParseModel(std::string bytes) {
-  if (bytes.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("the model upload is empty; ", kSupported));
-  }
-  if (LooksLikePyTorch(bytes)) {
+absl::StatusOr<std::unique_ptr<Model>> OpenModelFile(InputFile input) {
+  if (input.size() == 0) {
     return absl::InvalidArgumentError(
-        "this looks like a PyTorch checkpoint (pickle/zip); bonsai does not unpickle uploads. "
-        "Save the weights with safetensors (safetensors.torch.save_file) or export to ONNX "
-        "(torch.onnx.export)");
+        absl::StrCat(input.name(), " is empty; ", kSupported));
   }
-  if (LooksLikeSafetensors(bytes)) {
-    auto header = ParseSafetensorsHeader(bytes);
-    if (header.ok()) return std::make_unique<SafetensorsModel>(std::move(bytes), *std::move(header));
+  std::string head(std::min<uint64_t>(input.size(), 16), '\0');
+  if (auto status = input.ReadAt(0, absl::MakeSpan(head.data(), head.size())); !status.ok()) {
+    return status;
+  }
+  if (LooksLikePyTorch(head)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        input.name(), " looks like a PyTorch checkpoint (pickle/zip); bonsai does not unpickle "
+        "uploads. Save the weights with safetensors (safetensors.torch.save_file) or export to "
+        "ONNX (torch.onnx.export)"));
+  }
+  if (LooksLikeSafetensors(head)) {
+    auto model = SafetensorsModel::Open(input);
+    if (model.ok() || input.size() > static_cast<size_t>(INT32_MAX)) {
+      if (!model.ok()) return model.status();
+      return std::unique_ptr<Model>(*std::move(model));
+    }
     // A protobuf can have '{' at offset 8 by chance; only when the bytes are
     // not ONNX either is the safetensors error the useful one.
-    if (auto onnx = ParseOnnxProto(bytes); onnx.ok()) return OnnxFromProto(*std::move(onnx), bytes);
-    return header.status();
+    if (!absl::IsInvalidArgument(model.status())) return model.status();
+    auto onnx = OnnxModel::Open(input);
+    if (onnx.ok()) return std::unique_ptr<Model>(*std::move(onnx));
+    return model.status();
   }
-  if (bytes.size() > static_cast<size_t>(INT32_MAX)) {
+  if (input.size() > static_cast<size_t>(INT32_MAX)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the upload (", bytes.size(), " bytes) is not a safetensors file, and an ONNX model "
-        "above protobuf's 2 GiB message limit cannot be read; save the weights with "
-        "safetensors (safetensors.torch.save_file) instead"));
+        input.name(), " (", input.size(), " bytes) is not a safetensors file, and an ONNX model "
+        "above protobuf's 2 GiB message limit cannot be read; keep its weights in external data "
+        "files (onnx.save(..., save_as_external_data=True)) or save them with safetensors"));
   }
-  auto onnx = ParseOnnxProto(bytes);
+  auto onnx = OnnxModel::Open(input);
   if (!onnx.ok()) {
+    if (!absl::IsInvalidArgument(onnx.status())) return onnx.status();
     return absl::InvalidArgumentError(absl::StrCat(
-        "the upload is neither an ONNX model nor a safetensors file (", onnx.status().message(),
-        "); ", kSupported));
+        input.name(), " is neither an ONNX model nor a safetensors file (",
+        onnx.status().message(), "); ", kSupported));
   }
-  return OnnxFromProto(*std::move(onnx), bytes);
+  return std::unique_ptr<Model>(*std::move(onnx));
 }
 
 }  // namespace bonsai::formats

@@ -13,12 +13,13 @@ namespace {
 
 using json = nlohmann::json;
 
-TensorInfo InfoOf(const SafetensorsEntry& entry) {
+TensorInfo InfoOf(const SafetensorsEntry& entry, const std::string& file) {
   TensorInfo info;
   info.name = entry.name;
   info.shape = entry.shape;
   info.dtype = entry.dtype;
   info.params = entry.count;
+  info.file = file;
   if (tensor::IsFloating(entry.dtype) && entry.shape.size() >= 2) {
     info.layout = WeightLayout{0, 1};  // PyTorch stores [out, in, ...]
     info.selected_by_default = entry.count > 0 && !IsEmbeddingName(entry.name);
@@ -43,15 +44,45 @@ bool IsEmbeddingName(std::string_view name) {
   return false;
 }
 
-SafetensorsModel::SafetensorsModel(std::string bytes, SafetensorsHeader header)
-    : bytes_(std::move(bytes)), header_(std::move(header)) {
+absl::StatusOr<std::unique_ptr<SafetensorsModel>> SafetensorsModel::Open(InputFile input) {
+  char first8[8];
+  if (input.size() < 8) return SafetensorsHeaderLength("", input.size()).status();
+  if (auto status = input.ReadAt(0, absl::MakeSpan(first8, 8)); !status.ok()) return status;
+  auto length = SafetensorsHeaderLength(std::string_view(first8, 8), input.size());
+  if (!length.ok()) return length.status();
+  std::string head(8 + *length, '\0');
+  if (auto status = input.ReadAt(0, absl::MakeSpan(head.data(), head.size())); !status.ok()) {
+    return status;
+  }
+  auto header = ParseSafetensorsHeader(head, input.size());
+  if (!header.ok()) return header.status();
+  return std::unique_ptr<SafetensorsModel>(
+      new SafetensorsModel(std::move(input), *std::move(header)));
+}
+
+SafetensorsModel::SafetensorsModel(InputFile input, SafetensorsHeader header)
+    : input_(std::move(input)), header_(std::move(header)) {
   infos_.reserve(header_.entries.size());
-  for (const SafetensorsEntry& entry : header_.entries) infos_.push_back(InfoOf(entry));
+  for (const SafetensorsEntry& entry : header_.entries) {
+    infos_.push_back(InfoOf(entry, input_.name()));
+  }
   hints_.resize(infos_.size());
+  held_.resize(infos_.size());
+  for (const SafetensorsEntry& entry : header_.entries) {
+    stored_.push_back({entry.end - entry.begin, entry.end - entry.begin});
+  }
+}
+
+uint64_t SafetensorsModel::largest_tensor_bytes() const {
+  uint64_t largest = 0;
+  for (const SafetensorsEntry& entry : header_.entries) {
+    largest = std::max(largest, entry.end - entry.begin);
+  }
+  return largest;
 }
 
 absl::Status SafetensorsModel::CheckUsable(size_t index) const {
-  if (auto status = CheckTensorAccess(consumed_, index, infos_.size()); !status.ok()) {
+  if (auto status = CheckTensorAccess(finished_, index, infos_.size()); !status.ok()) {
     return status;
   }
   if (!tensor::IsFloating(infos_[index].dtype)) {
@@ -62,26 +93,35 @@ absl::Status SafetensorsModel::CheckUsable(size_t index) const {
   return absl::OkStatus();
 }
 
-const unsigned char* SafetensorsModel::TensorData(size_t index) const {
-  return reinterpret_cast<const unsigned char*>(bytes_.data()) + header_.data_start +
-         header_.entries[index].begin;
-}
-
-unsigned char* SafetensorsModel::TensorData(size_t index) {
-  return reinterpret_cast<unsigned char*>(bytes_.data()) + header_.data_start +
-         header_.entries[index].begin;
+absl::Status SafetensorsModel::LoadRaw(size_t index) const {
+  if (raw_index_ == static_cast<int64_t>(index)) return absl::OkStatus();
+  const SafetensorsEntry& entry = header_.entries[index];
+  raw_index_ = -1;
+  raw_.resize(entry.end - entry.begin);
+  if (held_[index]) {  // written before output started: its bytes wait in the scratch file
+    if (auto status = held_bytes_->ReadAt(held_[index]->offset, absl::MakeSpan(raw_.data(), raw_.size()));
+        !status.ok()) {
+      return status;
+    }
+  } else if (auto status = input_.ReadAt(FileOffset(index), absl::MakeSpan(raw_.data(), raw_.size()));
+             !status.ok()) {
+    return status;
+  }
+  raw_index_ = static_cast<int64_t>(index);
+  return absl::OkStatus();
 }
 
 absl::Status SafetensorsModel::ReadInto(size_t index, tensor::FloatTensor& out) const {
   if (auto status = CheckUsable(index); !status.ok()) return status;
+  if (auto status = LoadRaw(index); !status.ok()) return status;
   const SafetensorsEntry& entry = header_.entries[index];
   out.shape = entry.shape;
   out.values.resize(entry.count);  // bounded: the span was checked against the file
-  return tensor::DecodeToFloat(entry.dtype, TensorData(index), entry.count, out.span());
+  return tensor::DecodeToFloat(entry.dtype, raw_.data(), entry.count, out.span());
 }
 
 // Decodes the stored tensor a slice at a time into a small buffer: the
-// original stays in the file bytes until Write, so no copy is needed.
+// stored bytes are still in raw_ from the read, so no copy is needed.
 absl::StatusOr<tensor::ChangeStats> SafetensorsModel::CompareWithStored(
     size_t index, absl::Span<const float> after) const {
   if (auto status = CheckUsable(index); !status.ok()) return status;
@@ -90,13 +130,14 @@ absl::StatusOr<tensor::ChangeStats> SafetensorsModel::CompareWithStored(
     return absl::InvalidArgumentError(absl::StrCat(
         "tensor \"", entry.name, "\" has ", entry.count, " values, not ", after.size()));
   }
+  if (auto status = LoadRaw(index); !status.ok()) return status;
   constexpr size_t kSlice = 4096;
   std::vector<float> slice(kSlice);
   const size_t width = tensor::DTypeSize(entry.dtype);
   tensor::ChangeAccumulator change;
   for (size_t first = 0; first < after.size(); first += kSlice) {
     const size_t length = std::min(kSlice, after.size() - first);
-    if (auto status = tensor::DecodeToFloat(entry.dtype, TensorData(index) + first * width, length,
+    if (auto status = tensor::DecodeToFloat(entry.dtype, raw_.data() + first * width, length,
                                             absl::MakeSpan(slice).subspan(0, length));
         !status.ok()) {
       return status;
@@ -104,6 +145,38 @@ absl::StatusOr<tensor::ChangeStats> SafetensorsModel::CompareWithStored(
     change.Add(absl::MakeConstSpan(slice).subspan(0, length), after.subspan(first, length));
   }
   return change.stats();
+}
+
+absl::StatusOr<std::shared_ptr<storage::SpoolFile>> SafetensorsModel::HeldBytes() {
+  if (held_bytes_) return held_bytes_;
+  auto file = sink_ != nullptr ? sink_->Scratch(input_.name() + " (held tensors)")
+                               : storage::SpoolFile::CreateInMemory(input_.name());
+  if (!file.ok()) return file.status();
+  held_bytes_ = *file;
+  return held_bytes_;
+}
+
+absl::Status SafetensorsModel::EnsureFileStarted() {
+  if (writer_ != nullptr) return absl::OkStatus();
+  auto writer = sink_->BeginFile(input_.index(), "model");
+  if (!writer.ok()) return writer.status();
+  writer_ = *writer;
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsModel::EmitInputUpTo(uint64_t file_offset) {
+  if (file_offset <= emitted_) return absl::OkStatus();
+  // Waits for the bytes if they are still uploading (CopyFrom reads what is there).
+  if (auto status = input_.data().WaitFor(file_offset, nullptr, absl::InfiniteDuration());
+      !status.ok()) {
+    return status;
+  }
+  if (auto status = writer_->CopyFrom(input_.data(), emitted_, file_offset - emitted_);
+      !status.ok()) {
+    return status;
+  }
+  emitted_ = file_offset;
+  return absl::OkStatus();
 }
 
 absl::Status SafetensorsModel::Write(size_t index, const tensor::FloatTensor& values,
@@ -114,89 +187,167 @@ absl::Status SafetensorsModel::Write(size_t index, const tensor::FloatTensor& va
     return absl::InvalidArgumentError(absl::StrCat(
         "Write to tensor \"", entry.name, "\" must keep its shape and element count"));
   }
+  if (auto status = LoadRaw(index); !status.ok()) return status;
   hints_[index] = packing;
   // Only changed elements are re-encoded, so kept F64 values stay exact.
-  return tensor::EncodeChangedFromFloat(entry.dtype, values.span(), TensorData(index));
-}
-
-absl::StatusOr<std::string> SafetensorsModel::Serialize(const SerializeOptions& options) {
-  if (consumed_) return absl::FailedPreconditionError("the model was already serialized");
-  stored_.clear();
-  for (const SafetensorsEntry& entry : header_.entries) {
-    stored_.push_back({entry.end - entry.begin, entry.end - entry.begin});
+  if (auto status = tensor::EncodeChangedFromFloat(
+          entry.dtype, values.span(), reinterpret_cast<unsigned char*>(raw_.data()));
+      !status.ok()) {
+    return status;
   }
-  consumed_ = true;
-  if (!options.packed) return std::move(bytes_);
-  return SerializePacked();
+  raw_index_ = -1;  // raw_ now holds the new bytes, not the stored ones
+  const bool streams = sink_ != nullptr && !options_.packed && FileOffset(index) >= emitted_;
+  if (streams) {
+    if (auto status = EnsureFileStarted(); !status.ok()) return status;
+    if (auto status = EmitInputUpTo(FileOffset(index)); !status.ok()) return status;
+    if (auto status = writer_->Write(raw_); !status.ok()) return status;
+    emitted_ = FileOffset(index) + raw_.size();
+    return absl::OkStatus();
+  }
+  auto held = HeldBytes();
+  if (!held.ok()) return held.status();
+  held_[index] = Held{(*held)->size(), raw_.size()};
+  return (*held)->Append(raw_);
 }
 
-// Packs in place: tensors are rewritten in data order towards the front of
-// the data area (a packed tensor is never larger than its dense span, so the
-// write position never passes the read position), then the data is moved
-// behind the new header. Peak memory is the model plus one packed tensor.
-absl::StatusOr<std::string> SafetensorsModel::SerializePacked() {
+absl::Status SafetensorsModel::StartOutput(const SerializeOptions& options, OutputSink& sink) {
+  if (sink_ != nullptr || finished_) {
+    return absl::FailedPreconditionError("output of this model was already started");
+  }
+  options_ = options;
+  sink_ = &sink;
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsModel::FinishOutput() {
+  if (sink_ == nullptr) return absl::FailedPreconditionError("StartOutput was not called");
+  if (finished_) return absl::FailedPreconditionError("the output was already finished");
+  absl::Status status = options_.packed ? FinishPacked() : FinishDense();
+  finished_ = true;
+  raw_.clear();
+  raw_.shrink_to_fit();
+  return status;
+}
+
+absl::Status SafetensorsModel::FinishDense() {
+  if (auto status = EnsureFileStarted(); !status.ok()) return status;
+  output_entries_.clear();
+  for (size_t i = 0; i < header_.entries.size(); ++i) {
+    const SafetensorsEntry& entry = header_.entries[i];
+    output_entries_.emplace_back(entry.name, entry.end - entry.begin);
+    if (!held_[i] || FileOffset(i) < emitted_) continue;
+    if (auto status = EmitInputUpTo(FileOffset(i)); !status.ok()) return status;
+    if (auto status = writer_->CopyFrom(*held_bytes_, held_[i]->offset, held_[i]->length);
+        !status.ok()) {
+      return status;
+    }
+    emitted_ = FileOffset(i) + held_[i]->length;
+  }
+  if (auto status = EmitInputUpTo(input_.size()); !status.ok()) return status;
+  return sink_->EndFile();
+}
+
+// Packs tensor by tensor into a second scratch file, then writes the new
+// header and the data behind it. A model where nothing packs comes back
+// exactly as the dense output. Peak memory is one tensor and its packed form.
+absl::Status SafetensorsModel::FinishPacked() {
   const auto& entries = header_.entries;
   absl::flat_hash_set<std::string> names;
   for (const SafetensorsEntry& entry : entries) names.insert(entry.name);
 
-  // Pass 1 decides, so that a model where nothing packs comes back exactly
-  // as the dense output.
-  std::vector<bool> packs(entries.size(), false);
-  bool any = false;
+  struct SpooledPart {
+    std::string suffix, dtype;
+    std::vector<int64_t> shape;
+    uint64_t offset = 0, length = 0;  // in packed_bytes
+  };
+  struct Packed {
+    std::vector<SpooledPart> parts;
+    json description;
+  };
+  std::vector<std::optional<Packed>> packed(entries.size());
+  std::shared_ptr<storage::SpoolFile> packed_bytes;
   for (size_t i = 0; i < entries.size(); ++i) {
-    if (hints_[i].packing == Packing::kDense) continue;
-    auto packed = PackSafetensor(entries[i], TensorData(i), infos_[i].layout, hints_[i]);
-    if (!packed) continue;
+    if (!held_[i] || hints_[i].packing == Packing::kDense) continue;
+    std::string dense(held_[i]->length, '\0');
+    if (auto status = held_bytes_->ReadAt(held_[i]->offset, absl::MakeSpan(dense.data(), dense.size()));
+        !status.ok()) {
+      return status;
+    }
+    auto form = PackSafetensor(entries[i], reinterpret_cast<const unsigned char*>(dense.data()),
+                               infos_[i].layout, hints_[i]);
+    if (!form) continue;
     bool clash = false;
-    for (const PackedPart& part : packed->parts) clash |= names.contains(entries[i].name + part.suffix);
+    for (const PackedPart& part : form->parts) clash |= names.contains(entries[i].name + part.suffix);
     if (clash) continue;
-    for (const PackedPart& part : packed->parts) names.insert(entries[i].name + part.suffix);
-    packs[i] = any = true;
+    if (!packed_bytes) {
+      auto file = sink_->Scratch(input_.name() + " (packed tensors)");
+      if (!file.ok()) return file.status();
+      packed_bytes = *file;
+    }
+    Packed result;
+    result.description = form->description;
+    for (const PackedPart& part : form->parts) {
+      names.insert(entries[i].name + part.suffix);
+      result.parts.push_back({part.suffix, part.dtype, part.shape, packed_bytes->size(),
+                              part.bytes.size()});
+      if (auto status = packed_bytes->Append(part.bytes); !status.ok()) return status;
+    }
+    stored_[i].stored_bytes = form->stored_bytes();
+    packed[i] = std::move(result);
   }
-  if (!any) return std::move(bytes_);
+  if (!packed_bytes) return FinishDense();
 
   json header = json::object();
   json metadata = header_.metadata.is_object() ? header_.metadata : json::object();
   metadata["bonsai.packing"] = "1";
-  char* area = bytes_.data() + header_.data_start;
   uint64_t written = 0;
+  output_entries_.clear();
   for (size_t i = 0; i < entries.size(); ++i) {
     const SafetensorsEntry& entry = entries[i];
-    const uint64_t dense = entry.end - entry.begin;
-    if (!packs[i]) {
-      std::memmove(area + written, area + entry.begin, dense);
+    if (!packed[i]) {
+      const uint64_t dense = entry.end - entry.begin;
       header[entry.name] = EntryJson(entry.dtype_name, entry.shape, written, dense);
+      output_entries_.emplace_back(entry.name, dense);
       written += dense;
       continue;
     }
-    auto packed = PackSafetensor(entry, TensorData(i), infos_[i].layout, hints_[i]);
-    if (!packed) return absl::InternalError("packing changed between passes");
-    for (const PackedPart& part : packed->parts) {
-      std::memcpy(area + written, part.bytes.data(), part.bytes.size());
-      header[entry.name + part.suffix] = EntryJson(part.dtype, part.shape, written, part.bytes.size());
-      written += part.bytes.size();
+    for (const SpooledPart& part : packed[i]->parts) {
+      header[entry.name + part.suffix] = EntryJson(part.dtype, part.shape, written, part.length);
+      output_entries_.emplace_back(entry.name + part.suffix, part.length);
+      written += part.length;
     }
-    metadata["bonsai.packed." + entry.name] = packed->description.dump();
-    stored_[i].stored_bytes = packed->stored_bytes();
+    metadata["bonsai.packed." + entry.name] = packed[i]->description.dump();
   }
   header["__metadata__"] = std::move(metadata);
-
   std::string text = header.dump(-1, ' ', false, json::error_handler_t::replace);
   text.append((8 - text.size() % 8) % 8, ' ');  // data 8-byte aligned, as the reference does
-  const uint64_t data_start = 8 + text.size();
-  const uint64_t total = data_start + written;
-  if (total > bytes_.size()) bytes_.resize(total);
-  std::memmove(bytes_.data() + data_start, bytes_.data() + header_.data_start, written);
-  for (int i = 0; i < 8; ++i) bytes_[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
-  std::memcpy(bytes_.data() + 8, text.data(), text.size());
-  bytes_.resize(total);
-  return std::move(bytes_);
-}
+  std::string length_bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) length_bytes[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
 
-absl::StatusOr<std::unique_ptr<Model>> ParseSafetensors(std::string bytes) {
-  auto header = ParseSafetensorsHeader(bytes);
-  if (!header.ok()) return header.status();
-  return std::make_unique<SafetensorsModel>(std::move(bytes), *std::move(header));
+  if (auto status = EnsureFileStarted(); !status.ok()) return status;
+  if (auto status = writer_->Write(length_bytes); !status.ok()) return status;
+  if (auto status = writer_->Write(text); !status.ok()) return status;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    absl::Status status;
+    if (packed[i]) {
+      for (const SpooledPart& part : packed[i]->parts) {
+        status = writer_->CopyFrom(*packed_bytes, part.offset, part.length);
+        if (!status.ok()) return status;
+      }
+      continue;
+    }
+    if (held_[i]) {
+      status = writer_->CopyFrom(*held_bytes_, held_[i]->offset, held_[i]->length);
+    } else {
+      status = input_.data().WaitFor(FileOffset(i) + (entries[i].end - entries[i].begin), nullptr,
+                                     absl::InfiniteDuration());
+      if (status.ok()) {
+        status = writer_->CopyFrom(input_.data(), FileOffset(i), entries[i].end - entries[i].begin);
+      }
+    }
+    if (!status.ok()) return status;
+  }
+  return sink_->EndFile();
 }
 
 }  // namespace bonsai::formats

@@ -1,16 +1,21 @@
-// A safetensors model worked on in place: the upload's bytes are the only
-// copy. Read decodes one tensor out, Write encodes it back into its own
-// span, and dense Serialize hands the same buffer back, header bytes as they
-// came in (writes never change a shape, so the header never changes).
+// One safetensors file, read in place from the spool and written as a
+// stream. Read pulls one tensor's bytes with a positional read (waiting for
+// them if they are still uploading); Write encodes the new values into those
+// bytes. In dense output the header never changes, so each tensor goes out as
+// soon as it is written, with the unchanged bytes before it copied from the
+// upload; packed output holds the tensors in a scratch spool file until every
+// one is known, since the header that comes first depends on all of them.
 #ifndef BONSAI_SERVER_FORMATS_SAFETENSORS_H_
 #define BONSAI_SERVER_FORMATS_SAFETENSORS_H_
 
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "server/formats/model.h"
+#include "server/formats/model_files.h"
 #include "server/formats/safetensors_header.h"
 
 namespace bonsai::formats {
@@ -24,8 +29,8 @@ bool IsEmbeddingName(std::string_view name);
 
 class SafetensorsModel final : public Model {
  public:
-  // `header` must come from ParseSafetensorsHeader(bytes).
-  SafetensorsModel(std::string bytes, SafetensorsHeader header);
+  // Reads and validates the header (waiting for its bytes).
+  static absl::StatusOr<std::unique_ptr<SafetensorsModel>> Open(InputFile input);
 
   Format format() const override { return Format::kSafetensors; }
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
@@ -34,25 +39,55 @@ class SafetensorsModel final : public Model {
       size_t index, absl::Span<const float> after) const override;
   absl::Status Write(size_t index, const tensor::FloatTensor& values,
                      const PackingHint& packing) override;
-  absl::StatusOr<std::string> Serialize(const SerializeOptions& options) override;
+  absl::Status StartOutput(const SerializeOptions& options, OutputSink& sink) override;
+  absl::Status FinishOutput() override;
   std::vector<StoredSize> stored_sizes() const override { return stored_; }
+  uint64_t largest_tensor_bytes() const override;
+
+  // After FinishOutput: every tensor of the output with its byte size, in
+  // data order (packed tensors appear as their parts), for the index file.
+  const std::vector<std::pair<std::string, uint64_t>>& output_entries() const {
+    return output_entries_;
+  }
+  const InputFile& input() const { return input_; }
 
  private:
+  SafetensorsModel(InputFile input, SafetensorsHeader header);
   absl::Status CheckUsable(size_t index) const;
-  unsigned char* TensorData(size_t index);
-  const unsigned char* TensorData(size_t index) const;
-  absl::StatusOr<std::string> SerializePacked();
+  // The tensor's stored bytes into raw_ (kept for the last tensor read).
+  absl::Status LoadRaw(size_t index) const;
+  uint64_t FileOffset(size_t index) const {
+    return header_.data_start + header_.entries[index].begin;
+  }
+  absl::Status EnsureFileStarted();
+  absl::Status EmitInputUpTo(uint64_t file_offset);
+  absl::StatusOr<std::shared_ptr<storage::SpoolFile>> HeldBytes();
+  absl::Status FinishDense();
+  absl::Status FinishPacked();
 
-  std::string bytes_;
+  // Where a written tensor's bytes wait when they cannot stream yet.
+  struct Held {
+    uint64_t offset = 0, length = 0;
+  };
+
+  InputFile input_;
   SafetensorsHeader header_;
   std::vector<TensorInfo> infos_;  // parallel to header_.entries
   std::vector<PackingHint> hints_;
   std::vector<StoredSize> stored_;
-  bool consumed_ = false;
-};
+  std::vector<std::optional<Held>> held_;  // parallel to entries
+  std::shared_ptr<storage::SpoolFile> held_bytes_;
+  std::vector<std::pair<std::string, uint64_t>> output_entries_;
 
-// Parses a safetensors file (for callers that know the format already).
-absl::StatusOr<std::unique_ptr<Model>> ParseSafetensors(std::string bytes);
+  mutable std::string raw_;  // the last tensor's stored bytes
+  mutable int64_t raw_index_ = -1;
+
+  SerializeOptions options_;
+  OutputSink* sink_ = nullptr;
+  OutputFileWriter* writer_ = nullptr;
+  uint64_t emitted_ = 0;  // input bytes already accounted for in the output
+  bool finished_ = false;
+};
 
 }  // namespace bonsai::formats
 

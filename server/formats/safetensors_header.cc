@@ -162,22 +162,38 @@ bool LooksLikeSafetensors(std::string_view file) {
 }
 
 absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view file) {
-  if (file.size() < 8) {
-    return Invalid(absl::StrCat("the file is ", file.size(),
+  return ParseSafetensorsHeader(file, file.size());
+}
+
+absl::StatusOr<uint64_t> SafetensorsHeaderLength(std::string_view first8, uint64_t file_size) {
+  if (file_size < 8 || first8.size() < 8) {
+    return Invalid(absl::StrCat("the file is ", file_size,
                                 " bytes, shorter than the 8-byte header length"));
   }
-  const uint64_t length = ReadLength(file);
+  const uint64_t length = ReadLength(first8);
   if (length > kMaxSafetensorsHeaderBytes) {
     return Invalid(absl::StrCat("the header length is ", length, " bytes, above the limit of ",
                                 kMaxSafetensorsHeaderBytes, " bytes"));
   }
+  if (length > file_size - 8) {
+    return Invalid(absl::StrCat("the header length is ", length, " bytes but only ",
+                                file_size - 8, " bytes follow (the file is truncated)"));
+  }
+  return length;
+}
+
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view file,
+                                                         uint64_t file_size) {
+  auto header_length = SafetensorsHeaderLength(file, file_size);
+  if (!header_length.ok()) return header_length.status();
+  const uint64_t length = *header_length;
   if (length > file.size() - 8) {
     return Invalid(absl::StrCat("the header length is ", length, " bytes but only ",
-                                file.size() - 8, " bytes follow (the file is truncated)"));
+                                file.size() - 8, " bytes of it were sent"));
   }
   SafetensorsHeader header;
   header.data_start = 8 + length;
-  const uint64_t data_size = file.size() - header.data_start;
+  const uint64_t data_size = file_size - header.data_start;
 
   // nlohmann keeps the last of duplicate keys silently; a duplicate tensor
   // name makes the file ambiguous, so the parser callback watches for one.

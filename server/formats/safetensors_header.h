@@ -44,6 +44,13 @@ bool LooksLikeSafetensors(std::string_view file);
 // Parses and validates the header against the file's size. InvalidArgument
 // with what is wrong and what to do otherwise.
 absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view file);
+// The same from the file's first bytes (at least the 8-byte length and the
+// header it announces) and the whole file's size, for files read in pieces.
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view head,
+                                                         uint64_t file_size);
+// The header's JSON length from the file's first 8 bytes, checked against
+// the limit and the file's size.
+absl::StatusOr<uint64_t> SafetensorsHeaderLength(std::string_view first8, uint64_t file_size);
 
 // The element size of a safetensors dtype name; 0 when unknown or sub-byte.
 size_t SafetensorsElementSize(std::string_view dtype_name);

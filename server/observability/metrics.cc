@@ -32,8 +32,8 @@ using prometheus::Histogram;
 constexpr std::array<std::string_view, 8> kMethods = {
     "magnitude", "nm", "structured", "wanda", "sparsegpt", "binarize", "ternarize", "inspect"};
 constexpr std::array<std::string_view, 2> kFormats = {"onnx", "safetensors"};
-constexpr std::array<std::string_view, 3> kReasons = {"queue_full", "too_large",
-                                                      "shutting_down"};
+constexpr std::array<std::string_view, 4> kReasons = {"queue_full", "too_large",
+                                                      "shutting_down", "spool_full"};
 constexpr std::array<std::string_view, 5> kOutcomes = {"ok", "invalid", "rejected",
                                                        "cancelled", "failed"};
 constexpr std::array<std::string_view, 6> kStages = {"queue_wait", "receive",   "parse",

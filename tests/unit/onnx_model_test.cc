@@ -1,3 +1,4 @@
+#include "server/formats/in_memory.h"
 #include "server/formats/onnx_model.h"
 
 #include <cstring>

@@ -2,6 +2,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/formats/in_memory.h"
 #include "server/formats/onnx_model.h"
 #include "tests/unit/formats_test_util.h"
 #include "tests/unit/packing_samples.h"

@@ -1,3 +1,4 @@
+#include "server/formats/in_memory.h"
 #include "server/formats/model.h"
 
 #include "gmock/gmock.h"

@@ -3,6 +3,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "server/formats/in_memory.h"
 #include "server/formats/safetensors.h"
 #include "server/formats/safetensors_header.h"
 #include "tests/unit/formats_test_util.h"

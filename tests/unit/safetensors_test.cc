@@ -1,3 +1,4 @@
+#include "server/formats/in_memory.h"
 #include "server/formats/safetensors.h"
 
 #include <cmath>

@@ -31,9 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600.0, help="deadline per call, seconds")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("compress", help="compress a model (ONNX or safetensors)")
-    c.add_argument("input")
-    c.add_argument("-o", "--output-file", required=True, dest="output_file", help="where to write the model")
+    c = sub.add_parser("compress", help="compress a model (ONNX, safetensors, or a Hugging Face folder)")
+    c.add_argument("input", help="a model file, or a folder of safetensors shards; an .onnx file's "
+                                 "external data files beside it go with it")
+    c.add_argument("-o", "--output-file", "--output-path", required=True, dest="output_file",
+                   help="where to write the model: a file for a file (data files beside it), "
+                        "a folder for a folder")
     c.add_argument("--method", default="magnitude")
     c.add_argument("--sparsity", type=float, default=0.5)
     c.add_argument("--scope", choices=("layer", "global"), default="layer")

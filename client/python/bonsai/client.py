@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from typing import Callable, Iterable, Mapping, Optional
@@ -10,7 +11,8 @@ import grpc
 
 from bonsai import spec as specs
 from bonsai.errors import BonsaiError, from_rpc_error
-from bonsai.results import CompressResult, ModelSink
+from bonsai import model_files
+from bonsai.results import CompressResult, FilesSink
 from bonsai.retry import RetryPolicy
 from bonsai.streaming import DEFAULT_CHUNK_BYTES, ByteSource, ModelInput, UploadRequests
 from bonsai.v1 import compressor_pb2 as pb
@@ -99,13 +101,20 @@ class Client:
         exclude: Iterable[str] = (),
         timeout: Optional[float] = None,
     ) -> pb.InspectResponse:
-        source = ByteSource(model)
-        first = pb.InspectRequest(spec=specs.inspect_spec(include=include, exclude=exclude,
-                                                          model_size_bytes=source.size))
+        files = model_files.collect(model)
+        declarations = []
+        parts = []
+        for index, f in enumerate(files):
+            header = _safetensors_header(f) if f.source.size and f.name.endswith(".safetensors") else None
+            declarations.append(pb.FileDeclaration(name=f.name, size_bytes=f.source.size or 0,
+                                                   header_only=header is not None))
+            source = ByteSource(header) if header is not None else f.source
+            parts.append((lambda c, i=index: pb.InspectRequest(file_chunk=pb.FileChunk(file=i, data=c)), source))
+        first = pb.InspectRequest(spec=specs.inspect_spec(include=include, exclude=exclude, files=declarations))
+        rereadable = all(f.source.rereadable for f in files)
 
         def once():
-            requests = UploadRequests(first, [(lambda c: pb.InspectRequest(model_chunk=c), source)],
-                                      self.chunk_bytes, admission_wait=0)
+            requests = UploadRequests(first, parts, self.chunk_bytes, admission_wait=0)
             future = self.stub.Inspect.future(iter(requests), timeout=timeout or self.timeout)
             future.add_done_callback(lambda _: requests.call_done.set())
             try:
@@ -115,7 +124,7 @@ class Client:
             except BaseException:
                 future.cancel()
                 raise
-        return self._with_retries(once, source.rereadable)
+        return self._with_retries(once, rereadable)
 
     def compress(
         self,
@@ -138,37 +147,54 @@ class Client:
         download_progress: Optional[Callable[[int, int], None]] = None,
         timeout: Optional[float] = None,
     ) -> CompressResult:
-        """Compresses `model` (a path, bytes or binary file object).
+        """Compresses `model`: a file path, a folder (a Hugging Face
+        checkpoint: every file goes, shards are compressed, the rest comes back
+        byte for byte), an .onnx path (its external data files beside it go
+        too), bytes or a binary file object.
+
+        With `output_path`, a folder gives a folder and a file gives a file
+        (with its data files beside it); nothing is written unless every
+        file's SHA-256 matches the final report. Without it, the result holds
+        the bytes (`model` for one file, `files` by name for several).
 
         `progress` receives the server's Progress messages; `upload_progress`
-        (bytes sent so far, total or None) and `download_progress` (bytes
-        received, total from the report) are for byte counters such as bars.
+        (bytes sent so far, total) and `download_progress` (bytes received,
+        total in) are for byte counters such as bars.
         """
-        source = ByteSource(model)
+        files = model_files.collect(model)
+        paths = model_files.output_paths(files, model, output_path)
         calib = ByteSource(calibration) if calibration is not None else None
+        if calib is not None and calib.size is None:
+            raise ValueError("the calibration file's size must be known (a path, bytes or a seekable file)")
         spec = specs.compression_spec(
             method=method, sparsity=sparsity, scope=scope, include=include, exclude=exclude,
             include_only=include_only, overrides=overrides, options=options, rules=rules, output=output,
-            model_size_bytes=source.size, calibration_size_bytes=calib.size if calib else None)
+            files=[pb.FileDeclaration(name=f.name, size_bytes=f.source.size) for f in files],
+            calibration_size_bytes=calib.size if calib else None)
         parts = []
         if calib is not None:
             parts.append((lambda c: pb.CompressRequest(calibration_chunk=c), calib))
-        parts.append((lambda c: pb.CompressRequest(model_chunk=c), source))
-        upload_total = (source.size or 0) + (calib.size or 0 if calib else 0) or None
-        rereadable = source.rereadable and (calib is None or calib.rereadable)
+        for index, f in enumerate(files):
+            parts.append((lambda c, i=index: pb.CompressRequest(file_chunk=pb.FileChunk(file=i, data=c)),
+                          f.source))
+        model_bytes = sum(f.source.size for f in files)
+        upload_total = model_bytes + (calib.size if calib else 0)
+        rereadable = all(f.source.rereadable for f in files) and (calib is None or calib.rereadable)
+        names = [f.name for f in files]
 
         def once():
             return self._compress_once(pb.CompressRequest(spec=spec), parts, upload_total, progress,
-                                       output_path, upload_progress, download_progress, timeout)
+                                       names, paths, output_path, model_bytes, upload_progress,
+                                       download_progress, timeout)
 
         def over_limit() -> bool:
-            return self._over_limits(source.size, calib.size if calib else None)
+            return self._over_limits(model_bytes, calib.size if calib else None)
         return self._with_retries(once, rereadable, over_limit)
 
     # ------------------------------------------------------------ internals
 
-    def _compress_once(self, first, parts, upload_total, progress, output_path,
-                       upload_progress, download_progress, timeout) -> CompressResult:
+    def _compress_once(self, first, parts, upload_total, progress, names, paths, output_path,
+                       model_bytes, upload_progress, download_progress, timeout) -> CompressResult:
         sent = [0]
 
         def on_bytes(n: int) -> None:
@@ -184,7 +210,7 @@ class Client:
             requests.server_spoke.set()
         call.add_done_callback(on_done)
 
-        sink = ModelSink(output_path)
+        sink = FilesSink(names, paths)
         report = None
         try:
             for response in call:
@@ -193,18 +219,18 @@ class Client:
                 if kind == "progress":
                     if progress is not None:
                         progress(response.progress)
+                elif kind == "file_chunk":
+                    if report is not None:
+                        raise BonsaiError(grpc.StatusCode.INTERNAL, "server sent model bytes after the report")
+                    sink.write(response.file_chunk.file, response.file_chunk.data)
+                    if download_progress is not None:
+                        download_progress(sink.size, model_bytes)
                 elif kind == "report":
                     report = response.report
-                elif kind == "model_chunk":
-                    if report is None:
-                        raise BonsaiError(grpc.StatusCode.INTERNAL, "server sent model bytes before the report")
-                    sink.write(response.model_chunk)
-                    if download_progress is not None:
-                        download_progress(sink.size, report.totals.model_bytes_out)
             if report is None:
                 raise BonsaiError(grpc.StatusCode.INTERNAL, "server ended the stream without a report")
             sink.verify(report)
-            model = sink.commit()
+            in_memory = sink.commit()
         except grpc.RpcError as err:
             sink.discard()
             raise _AttemptFailed(from_rpc_error(err), requests.data_started) from None
@@ -212,8 +238,11 @@ class Client:
             call.cancel()
             sink.discard()
             raise
-        return CompressResult(report=report, model=model,
-                              output_path=str(output_path) if output_path is not None else None)
+        if paths is not None:
+            return CompressResult(report=report, output_path=os.fspath(output_path))
+        if len(names) == 1:
+            return CompressResult(report=report, model=in_memory[names[0]])
+        return CompressResult(report=report, files=in_memory)
 
     def _over_limits(self, model_size: Optional[int], calibration_size: Optional[int]) -> bool:
         """Whether the upload is larger than the server accepts at all.
@@ -241,3 +270,21 @@ class Client:
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED and over_limit():
                     raise failed.error from None
                 time.sleep(self.retry.backoff(attempt, self._rng))
+
+
+def _safetensors_header(f) -> "bytes | None":
+    """The 8-byte length and JSON header of a safetensors file, when it has one."""
+    import struct
+    head = next(f.source.chunks(8), b"")
+    if len(head) < 8:
+        return None
+    (length,) = struct.unpack("<Q", head[:8])
+    if length > (100 << 20) or 8 + length > (f.source.size or 0):
+        return None  # not a valid header: send the whole file and let the server say why
+    out = bytearray()
+    for chunk in f.source.chunks(1 << 20):
+        out += chunk
+        if len(out) >= 8 + length:
+            break
+    header = bytes(out[:8 + length])
+    return header if header[8:9] == b"{" else None

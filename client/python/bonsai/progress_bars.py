@@ -37,7 +37,7 @@ class CompressBars:
 
     def progress(self, event: pb.Progress) -> None:
         with self._lock:
-            if event.stage in (pb.STAGE_QUEUED, pb.STAGE_RECEIVING, pb.STAGE_SENDING):
+            if event.stage in (pb.STAGE_QUEUED, pb.STAGE_RECEIVING):
                 return  # the byte bars show receiving and sending more precisely
             if event.stage != self._stage_value:
                 self._finish_stage()

@@ -52,18 +52,24 @@ def format_report(report: pb.CompressionReport) -> str:
         out.append(f"MACs         {tot.macs_before:,} -> {tot.macs_after:,}")
     out.append(f"timings      queue {tim.queue_seconds:.3f}s  receive {tim.receive_seconds:.3f}s  "
                f"parse {tim.parse_seconds:.3f}s  compress {tim.compress_seconds:.3f}s  "
-               f"serialize {tim.serialize_seconds:.3f}s  total {tim.total_seconds:.3f}s")
-    out.append(f"sha256       {report.output_sha256}")
+               f"serialize {tim.serialize_seconds:.3f}s  send {tim.send_seconds:.3f}s  "
+               f"total {tim.total_seconds:.3f}s")
+    for f in report.files:
+        out.append(f"file         {f.name} ({f.role}) {human_bytes(f.bytes_in)} -> {human_bytes(f.bytes_out)}"
+                   f"  sha256 {f.sha256}")
     for w in report.warnings:
         out.append(f"warning: {w}")
     return "\n".join(out)
 
 
 def format_inspect(response: pb.InspectResponse) -> str:
-    rows = [(t.name, _shape(t.shape), t.dtype, f"{t.params:,}", f"{t.zeros:,}", t.role,
-             "yes" if t.selected else "") for t in response.tensors]
-    out = [table(("tensor", "shape", "dtype", "params", "zeros", "role", "selected"), rows,
-                 right=(False, False, False, True, True))]
+    files = len({t.file for t in response.tensors}) > 1
+    rows = [((t.file,) if files else ()) + (t.name, _shape(t.shape), t.dtype, f"{t.params:,}",
+             f"{t.zeros:,}" if t.zeros_known else "-", t.role, "yes" if t.selected else "")
+            for t in response.tensors]
+    heads = (("file",) if files else ()) + ("tensor", "shape", "dtype", "params", "zeros", "role", "selected")
+    right = ((False,) if files else ()) + (False, False, False, True, True)
+    out = [table(heads, rows, right=right)]
     out.append("")
     out.append(f"format {response.format}: {response.total_params:,} params in {human_bytes(response.total_bytes)}, "
                f"{response.selected_params:,} selected")
@@ -75,7 +81,8 @@ def format_capabilities(caps: pb.Capabilities) -> str:
     lim = caps.limits
     out.append(f"limits: model {human_bytes(lim.max_model_bytes)}, chunk {human_bytes(lim.max_chunk_bytes)}, "
                f"calibration {human_bytes(lim.max_calibration_bytes)}, {lim.workers} workers, "
-               f"{lim.max_queued_jobs} queued jobs")
+               f"{lim.max_queued_jobs} queued jobs, working memory {human_bytes(lim.max_memory_bytes)}, "
+               f"spool {human_bytes(lim.max_spool_bytes)}, {lim.max_files} files a job")
     for m in caps.methods:
         calib = " (needs calibration)" if m.needs_calibration else ""
         out.append(f"\n{m.name}{calib} [{', '.join(m.formats)}]: {m.description}")

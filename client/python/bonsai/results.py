@@ -7,7 +7,7 @@ import os
 import queue
 import tempfile
 import threading
-from typing import Optional
+from typing import Dict, List, Optional
 
 from google.protobuf import json_format
 
@@ -22,11 +22,14 @@ def to_dict(message) -> dict:
 
 @dataclasses.dataclass
 class CompressResult:
-    """`model` is the compressed model, or None when it went to `output_path`."""
+    """`model` is the compressed model when it stayed in memory (one file);
+    `files` maps each output file's name to its bytes when a multi-file
+    output stayed in memory; `output_path` is where it was written."""
 
     report: pb.CompressionReport
     model: Optional[bytes] = None
     output_path: Optional[str] = None
+    files: Optional[Dict[str, bytes]] = None
 
     @property
     def report_dict(self) -> dict:
@@ -34,7 +37,8 @@ class CompressResult:
 
     @property
     def sha256(self) -> str:
-        return self.report.output_sha256
+        """The SHA-256 of the (first) model file."""
+        return self.report.files[0].sha256 if self.report.files else ""
 
     @property
     def sparsity(self) -> float:
@@ -60,29 +64,56 @@ class CompressResult:
         raise KeyError(name)
 
 
-class ModelSink:
-    """Receives model chunks into memory or a file, hashing as they arrive.
+class _FileHash:
+    """One output file being received: its bytes go to a temporary file
+    beside the destination (or to memory), its hash is computed on the sink's
+    thread."""
+
+    def __init__(self, name: str, path: Optional[str], created_dirs: list):
+        self.name = name
+        self.path = path
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.chunks: list = []
+        self.file = None
+        self.tmp_name = None
+        if path is not None:
+            directory = os.path.dirname(os.path.abspath(path))
+            _make_dirs(directory, created_dirs)
+            fd, self.tmp_name = tempfile.mkstemp(prefix=".bonsai-", suffix=".part", dir=directory)
+            self.file = os.fdopen(fd, "wb")
+
+
+def _make_dirs(directory: str, created: list) -> None:
+    missing = []
+    d = directory
+    while d and not os.path.isdir(d):
+        missing.append(d)
+        d = os.path.dirname(d)
+    for d in reversed(missing):
+        os.mkdir(d)
+        created.append(d)
+
+
+class FilesSink:
+    """Receives the output files' chunks, hashing each file as it arrives.
 
     Hashing happens on a thread of its own (hashlib releases the GIL), so
-    checking a multi-GB model overlaps its download and the file writes
-    instead of following them. A file is written beside its
-    destination and renamed into place only once the bytes are verified, so a
-    failed job never leaves a partial model under the requested name.
+    checking a multi-GB model overlaps its download and the writes instead of
+    following them. Files are written beside their destinations and renamed
+    into place only once the final report has confirmed every file's SHA-256
+    and size, so a failed job never leaves a file under a requested name, not
+    even a partial one.
     """
 
     _QUEUED_CHUNKS = 16  # bounds what waits in memory: 16 MiB at 1 MiB chunks
 
-    def __init__(self, output_path: Optional[str]):
-        self._hash = hashlib.sha256()
+    def __init__(self, names: List[str], paths: Optional[List[str]]):
+        self._names = names
+        self._paths = paths
+        self._files: Dict[int, _FileHash] = {}
+        self._created_dirs: list = []
         self.size = 0
-        self._chunks: list = []
-        self._path = os.fspath(output_path) if output_path is not None else None
-        self._file = None
-        self._tmp_name = None
-        if self._path is not None:
-            directory = os.path.dirname(os.path.abspath(self._path))
-            fd, self._tmp_name = tempfile.mkstemp(prefix=".bonsai-", suffix=".part", dir=directory)
-            self._file = os.fdopen(fd, "wb")
         self._queue: queue.Queue = queue.Queue(maxsize=self._QUEUED_CHUNKS)
         self._error: Optional[BaseException] = None
         self._worker = threading.Thread(target=self._consume, name="bonsai-sink", daemon=True)
@@ -90,25 +121,32 @@ class ModelSink:
 
     def _consume(self) -> None:
         while True:
-            chunk = self._queue.get()
-            if chunk is None:
+            item = self._queue.get()
+            if item is None:
                 return
             if self._error is not None:
                 continue  # keep draining so the receiver never blocks
             try:
-                self._hash.update(chunk)
+                item[0].hash.update(item[1])
             except BaseException as err:  # raised to the caller
                 self._error = err
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, index: int, chunk: bytes) -> None:
         if self._error is not None:
             raise self._error
+        if index >= len(self._names):
+            raise IntegrityError(f"the server sent bytes for file {index}, but the job has {len(self._names)}")
+        target = self._files.get(index)
+        if target is None:
+            path = self._paths[index] if self._paths is not None else None
+            target = self._files[index] = _FileHash(self._names[index], path, self._created_dirs)
+        target.size += len(chunk)
         self.size += len(chunk)
-        if self._file is not None:
-            self._file.write(chunk)
+        if target.file is not None:
+            target.file.write(chunk)
         else:
-            self._chunks.append(chunk)
-        self._queue.put(chunk)
+            target.chunks.append(chunk)
+        self._queue.put((target, chunk))
 
     def _finish(self) -> None:
         if self._worker.is_alive():
@@ -119,39 +157,64 @@ class ModelSink:
 
     def verify(self, report: pb.CompressionReport) -> None:
         self._finish()
-        digest = self._hash.hexdigest()
-        expected = report.output_sha256.lower()
-        if expected and digest != expected:
-            raise IntegrityError(f"received model has SHA-256 {digest}, the report says {expected}")
-        declared = report.totals.model_bytes_out
-        if declared and declared != self.size:
-            raise IntegrityError(f"received {self.size} model bytes, the report says {declared}")
-        if not expected:
-            raise IntegrityError("the report carries no output_sha256 to verify the model against")
+        reported = {f.name: f for f in report.files}
+        if len(reported) != len(self._names):
+            raise IntegrityError(f"the report lists {len(reported)} output files, the job has {len(self._names)}")
+        for index, name in enumerate(self._names):
+            entry = reported.get(name)
+            if entry is None:
+                raise IntegrityError(f"the report does not list output file {name!r}")
+            target = self._files.get(index)
+            size = target.size if target else 0
+            digest = target.hash.hexdigest() if target else hashlib.sha256().hexdigest()
+            if size != entry.bytes_out:
+                raise IntegrityError(f"received {size} bytes of {name}, the report says {entry.bytes_out}")
+            if not entry.sha256 or digest != entry.sha256.lower():
+                raise IntegrityError(f"received {name} with SHA-256 {digest}, the report says {entry.sha256 or 'none'}")
 
-    def commit(self) -> Optional[bytes]:
-        if self._file is None:
-            data = b"".join(self._chunks)
-            self._chunks = []
-            return data
-        self._file.close()
-        self._file = None
-        os.replace(self._tmp_name, self._path)
-        self._tmp_name = None
-        return None
+    def commit(self) -> Dict[str, bytes]:
+        """Moves every file into place (or returns them, kept in memory)."""
+        in_memory = {}
+        for index, name in enumerate(self._names):
+            target = self._files.get(index) or _FileHash(
+                name, self._paths[index] if self._paths is not None else None, self._created_dirs)
+            self._files[index] = target
+            if target.file is None:
+                in_memory[name] = b"".join(target.chunks)
+                target.chunks = []
+                continue
+            target.file.close()
+            target.file = None
+            os.chmod(target.tmp_name, 0o666 & ~_umask())
+            os.replace(target.tmp_name, target.path)
+            target.tmp_name = None
+        return in_memory
 
     def discard(self) -> None:
         try:
             self._finish()
         except BaseException:
             pass  # discarding anyway
-        self._chunks = []
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._tmp_name is not None:
+        for target in self._files.values():
+            target.chunks = []
+            if target.file is not None:
+                target.file.close()
+                target.file = None
+            if target.tmp_name is not None:
+                try:
+                    os.unlink(target.tmp_name)
+                except FileNotFoundError:
+                    pass
+                target.tmp_name = None
+        for d in reversed(self._created_dirs):
             try:
-                os.unlink(self._tmp_name)
-            except FileNotFoundError:
+                os.rmdir(d)
+            except OSError:
                 pass
-            self._tmp_name = None
+        self._created_dirs = []
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -82,7 +82,7 @@ def compression_spec(
     options,
     rules: Iterable,
     output,
-    model_size_bytes: Optional[int],
+    files: Iterable[pb.FileDeclaration],
     calibration_size_bytes: Optional[int],
 ) -> pb.CompressionSpec:
     spec = pb.CompressionSpec(
@@ -92,7 +92,7 @@ def compression_spec(
         include=list(include or ()),
         exclude=list(exclude or ()),
         include_only=bool(include_only),
-        model_size_bytes=model_size_bytes or 0,
+        files=list(files),
         calibration_size_bytes=calibration_size_bytes or 0,
         output=output_enum(output),
     )
@@ -103,6 +103,6 @@ def compression_spec(
     return spec
 
 
-def inspect_spec(*, include: Iterable[str], exclude: Iterable[str], model_size_bytes: Optional[int]) -> pb.InspectSpec:
-    return pb.InspectSpec(include=list(include or ()), exclude=list(exclude or ()),
-                          model_size_bytes=model_size_bytes or 0)
+def inspect_spec(*, include: Iterable[str], exclude: Iterable[str],
+                 files: Iterable[pb.FileDeclaration]) -> pb.InspectSpec:
+    return pb.InspectSpec(include=list(include or ()), exclude=list(exclude or ()), files=list(files))

@@ -35,17 +35,22 @@ class CompressorServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Compress(self, request_iterator, context):
-        """Client sends: CompressionSpec first, then the optional calibration file
-        (calibration_chunk, safetensors) and the model (model_chunk), then
-        half-closes. Server answers: Progress events, one CompressionReport, then
-        the compressed model as model_chunk messages.
+        """Client sends: CompressionSpec first (declaring every file of the model),
+        then the optional calibration file (calibration_chunk, safetensors) and
+        the model's files (file_chunk, each naming its file), then half-closes.
+        Server answers: Progress events throughout, the output files as
+        file_chunk messages (the same set of files under the same names, each
+        file's chunks in order, one file after another as each becomes final),
+        and last the CompressionReport, which carries each output file's
+        SHA-256: a client keeps no output until it has checked them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Inspect(self, request_iterator, context):
-        """The same upload as Compress, without changing anything.
+        """The same upload as Compress, without changing anything. A safetensors
+        file may be sent as its header alone (FileDeclaration.header_only).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

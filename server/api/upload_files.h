@@ -1,0 +1,71 @@
+// Collects one job's upload (the model's declared files and the optional
+// calibration file) from stream chunks straight into the spool, refusing it
+// as soon as it breaks a limit, without buffering the rest. Nothing is
+// allocated for a declared size: the spool file grows as bytes arrive.
+#ifndef BONSAI_SERVER_API_UPLOAD_FILES_H_
+#define BONSAI_SERVER_API_UPLOAD_FILES_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "bonsai/v1/compressor.pb.h"
+#include "google/protobuf/repeated_field.h"
+#include "server/api/service_options.h"
+#include "server/formats/model_files.h"
+#include "server/storage/byte_budget.h"
+#include "server/storage/spool_file.h"
+
+namespace bonsai::api {
+
+class UploadFiles {
+ public:
+  explicit UploadFiles(const ServiceOptions& options) : options_(options) {}
+  ~UploadFiles();  // fails files still open, so a waiting job wakes up
+
+  // Checks the declared files (names, sizes, count) against the limits,
+  // takes their spool room (inputs and outputs) from `spool`, and creates
+  // their spool files. `allow_header_only` for Inspect.
+  absl::Status Declare(const google::protobuf::RepeatedPtrField<v1::FileDeclaration>& files,
+                       uint64_t calibration_bytes, storage::ByteBudget& spool,
+                       bool allow_header_only);
+
+  absl::Status AcceptFileChunk(const v1::FileChunk& chunk);
+  absl::Status AcceptCalibrationChunk(const std::string& chunk);
+
+  // At the client's half-close: every file has its declared bytes; they
+  // are marked complete. Otherwise the files fail with the returned status.
+  absl::Status Complete();
+  // Wakes a job waiting for bytes that will never come.
+  void Fail(const absl::Status& why);
+
+  uint64_t declared_bytes() const { return declared_bytes_; }
+  uint64_t received_bytes() const { return received_bytes_; }
+  size_t file_count() const { return files_.size(); }
+  std::vector<std::string> names() const;
+  std::vector<uint64_t> sizes() const;
+
+  std::vector<formats::InputFile> InputFiles(const formats::WaitPolicy& wait) const;
+  std::optional<formats::InputFile> Calibration(const formats::WaitPolicy& wait) const;
+
+ private:
+  struct Upload {
+    v1::FileDeclaration declaration;
+    std::shared_ptr<storage::SpoolFile> data;
+  };
+  absl::Status Append(Upload& upload, const std::string& chunk, const std::string& what);
+
+  const ServiceOptions& options_;
+  std::vector<Upload> files_;
+  std::optional<Upload> calibration_;
+  std::unique_ptr<storage::Reservation> spool_room_;
+  uint64_t declared_bytes_ = 0;
+  uint64_t received_bytes_ = 0;
+};
+
+}  // namespace bonsai::api
+
+#endif  // BONSAI_SERVER_API_UPLOAD_FILES_H_

@@ -1,0 +1,82 @@
+// A file in the spool: the bytes of one uploaded or produced file, on disk
+// rather than in anonymous memory, so a job's memory does not grow with its
+// model. One writer appends; readers read any range that has been written,
+// waiting for bytes still to come. The file is unlinked from its creation
+// (O_TMPFILE), so nothing is left on disk when the job ends, however it ends,
+// even if the process is killed.
+#ifndef BONSAI_SERVER_STORAGE_SPOOL_FILE_H_
+#define BONSAI_SERVER_STORAGE_SPOOL_FILE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+
+namespace bonsai::storage {
+
+class SpoolFile {
+ public:
+  // Creates an empty, unlinked file in `dir`. `expected_size` is the size
+  // the writer promises (an upload's declared size); 0 when unknown.
+  static absl::StatusOr<std::shared_ptr<SpoolFile>> Create(const std::string& dir,
+                                                           std::string name,
+                                                           uint64_t expected_size = 0);
+  // The same in anonymous memory (memfd), for tests and benchmarks.
+  static absl::StatusOr<std::shared_ptr<SpoolFile>> CreateInMemory(std::string name);
+  ~SpoolFile();
+  SpoolFile(const SpoolFile&) = delete;
+  SpoolFile& operator=(const SpoolFile&) = delete;
+
+  const std::string& name() const { return name_; }
+  uint64_t expected_size() const { return expected_size_; }
+
+  // Writer side. Append never blocks on readers.
+  absl::Status Append(std::string_view bytes);
+  // Every byte is written: readers waiting past the end get OUT_OF_RANGE.
+  void Complete();
+  // The writer gave up (upload cut, job failed): waiting readers get `why`.
+  void Fail(const absl::Status& why);
+  // Called (with no lock held) after each Append/Complete/Fail: the sender
+  // of an output file uses it to wake up. Set before the first Append.
+  void set_on_change(std::function<void()> on_change) { on_change_ = std::move(on_change); }
+
+  // Reader side.
+  uint64_t size() const;     // bytes written so far
+  bool complete() const;
+  absl::Status failure() const;  // OK unless Fail was called
+  // Waits until [0, end) is written. OUT_OF_RANGE when the file completed
+  // shorter, the writer's failure when it failed, DEADLINE_EXCEEDED when no
+  // byte arrived for `idle` (the writer stalled), and CANCELLED when
+  // `cancelled()` turns true (polled a few times a second).
+  absl::Status WaitFor(uint64_t end, const std::function<bool()>& cancelled,
+                       absl::Duration idle = absl::InfiniteDuration()) const;
+  // Reads bytes already written (positional read; any thread).
+  absl::Status ReadAt(uint64_t offset, absl::Span<char> out) const;
+  absl::StatusOr<std::string> ReadAll() const;  // for files kept whole (ONNX graphs, small files)
+
+ private:
+  SpoolFile(int fd, std::string name, uint64_t expected_size)
+      : fd_(fd), name_(std::move(name)), expected_size_(expected_size) {}
+  void Changed();
+
+  const int fd_;
+  const std::string name_;
+  const uint64_t expected_size_;
+  std::function<void()> on_change_;
+  mutable absl::Mutex mu_;
+  uint64_t size_ ABSL_GUARDED_BY(mu_) = 0;
+  bool complete_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace bonsai::storage
+
+#endif  // BONSAI_SERVER_STORAGE_SPOOL_FILE_H_
