@@ -84,6 +84,7 @@ absl::StatusOr<std::unique_ptr<OnnxModel>> OnnxModel::Create(
 
 absl::Status OnnxModel::Reindex() {
   refs_ = CollectOnnxTensors(*proto_->mutable_graph());
+  external_.clear();
   const OnnxUses uses = CollectOnnxUses(proto_->graph());
   infos_.clear();
   infos_.reserve(refs_.size());
@@ -95,10 +96,22 @@ absl::Status OnnxModel::Reindex() {
     }
     info.shape.assign(ref.proto->dims().begin(), ref.proto->dims().end());
     info.dtype = DTypeFromOnnx(ref.proto->data_type());
+    info.file = file_name_;
+    std::optional<ExternalLocation> where;
+    if (ref.proto->data_location() == onnx::TensorProto::EXTERNAL) {
+      const size_t width = tensor::DTypeSize(info.dtype);
+      auto resolved = ResolveExternalData(*ref.proto, ref.name, file_name_, companions_,
+                                          width > 0 ? info.params * width : 0);
+      if (!resolved.ok()) return resolved.status();
+      where = *resolved;
+      info.file = companions_[where->file].name();
+    }
+    external_.push_back(where);
     ClassifyOnnxTensor(uses, info);
     infos_.push_back(std::move(info));
   }
   hints_.assign(infos_.size(), PackingHint{});
+  held_.assign(infos_.size(), std::nullopt);
   return absl::OkStatus();
 }
 
@@ -118,6 +131,10 @@ absl::Status OnnxModel::ReadInto(size_t index, tensor::FloatTensor& out) const {
   if (auto status = CheckUsable(index); !status.ok()) return status;
   out.shape = infos_[index].shape;
   out.values.resize(infos_[index].params);  // checked against the stored data
+  if (external_[index]) {
+    if (auto status = LoadExternal(index); !status.ok()) return status;
+    return tensor::DecodeToFloat(infos_[index].dtype, raw_.data(), out.size(), out.span());
+  }
   return ReadOnnxTensor(*refs_[index].proto, out.span());
 }
 
@@ -129,29 +146,93 @@ absl::Status OnnxModel::Write(size_t index, const tensor::FloatTensor& values,
         "Write to tensor \"", infos_[index].name, "\" must keep its shape and element count"));
   }
   hints_[index] = packing;
+  if (external_[index]) return WriteExternal(index, values.span());
   return WriteOnnxTensor(*refs_[index].proto, values.span());
 }
 
-absl::StatusOr<std::unique_ptr<OnnxModel>> OnnxModel::Open(const InputFile& input) {
+absl::StatusOr<std::unique_ptr<OnnxModel>> OnnxModel::Open(const InputFile& input,
+                                                            std::vector<InputFile> companions) {
   auto bytes = input.ReadAll();
   if (!bytes.ok()) return bytes.status();
   auto proto = ParseOnnxProto(*bytes);
   if (!proto.ok()) return proto.status();
   const uint64_t size = bytes->size();
-  std::string().swap(*bytes);  // the proto holds its own copy of every tensor
-  auto model = Create(*std::move(proto));
-  if (!model.ok()) return model.status();
-  (*model)->file_index_ = input.index();
-  (*model)->file_name_ = input.name();
-  (*model)->resident_ = size;
-  for (TensorInfo& info : (*model)->infos_) info.file = input.name();
+  std::string().swap(*bytes);  // the proto holds its own copy of every inline tensor
+  std::unique_ptr<OnnxModel> model(new OnnxModel(*std::move(proto)));
+  model->file_index_ = input.index();
+  model->file_name_ = input.name();
+  model->resident_ = size;
+  model->companions_ = std::move(companions);
+  if (auto status = model->Reindex(); !status.ok()) return status;
   return model;
+}
+
+absl::Status OnnxModel::LoadExternal(size_t index) const {
+  const ExternalLocation& where = *external_[index];
+  raw_.resize(where.length);
+  if (held_[index]) {
+    return held_bytes_->ReadAt(held_[index]->offset, absl::MakeSpan(raw_.data(), raw_.size()));
+  }
+  return companions_[where.file].ReadAt(where.offset, absl::MakeSpan(raw_.data(), raw_.size()));
+}
+
+absl::Status OnnxModel::WriteExternal(size_t index, absl::Span<const float> values) {
+  if (auto status = LoadExternal(index); !status.ok()) return status;
+  if (auto status = tensor::EncodeChangedFromFloat(
+          infos_[index].dtype, values, reinterpret_cast<unsigned char*>(raw_.data()));
+      !status.ok()) {
+    return status;
+  }
+  if (!held_bytes_) {
+    auto file = sink_ != nullptr ? sink_->Scratch(file_name_ + " (external tensors)")
+                                 : storage::SpoolFile::CreateInMemory(file_name_);
+    if (!file.ok()) return file.status();
+    held_bytes_ = *file;
+  }
+  held_[index] = Held{held_bytes_->size(), raw_.size()};
+  return held_bytes_->Append(raw_);
+}
+
+// Each data file as uploaded, with the written tensors' new bytes at their
+// own offsets: the layout, and so every location in the graph, is unchanged.
+absl::Status OnnxModel::WriteDataFiles() {
+  std::vector<std::vector<size_t>> by_file(companions_.size());
+  for (size_t i = 0; i < external_.size(); ++i) {
+    if (external_[i]) by_file[external_[i]->file].push_back(i);
+  }
+  for (size_t f = 0; f < companions_.size(); ++f) {
+    const InputFile& input = companions_[f];
+    if (by_file[f].empty()) {
+      if (auto s = PassThrough(input, "other", *sink_); !s.ok()) return s;
+      continue;
+    }
+    if (auto s = input.WaitComplete(); !s.ok()) return s;
+    std::sort(by_file[f].begin(), by_file[f].end(), [this](size_t a, size_t b) {
+      return external_[a]->offset < external_[b]->offset;
+    });
+    auto writer = sink_->BeginFile(input.index(), "external_data");
+    if (!writer.ok()) return writer.status();
+    uint64_t emitted = 0;
+    for (size_t i : by_file[f]) {
+      const ExternalLocation& where = *external_[i];
+      if (!held_[i] || where.offset < emitted) continue;  // overlapping tensors: kept as stored
+      if (auto s = (*writer)->CopyFrom(input.data(), emitted, where.offset - emitted); !s.ok()) return s;
+      if (auto s = (*writer)->CopyFrom(*held_bytes_, held_[i]->offset, held_[i]->length); !s.ok()) {
+        return s;
+      }
+      emitted = where.offset + where.length;
+    }
+    if (auto s = (*writer)->CopyFrom(input.data(), emitted, input.size() - emitted); !s.ok()) return s;
+    if (auto s = sink_->EndFile(); !s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 uint64_t OnnxModel::largest_tensor_bytes() const {
   uint64_t largest = 0;
   for (size_t i = 0; i < infos_.size(); ++i) {
-    largest = std::max(largest, DenseBytes(infos_[i], *refs_[i].proto));
+    largest = std::max(largest, external_[i] ? external_[i]->length
+                                             : DenseBytes(infos_[i], *refs_[i].proto));
   }
   return largest;
 }
@@ -169,6 +250,7 @@ absl::Status OnnxModel::StartOutput(const SerializeOptions& options, OutputSink&
 // tensor.
 absl::Status OnnxModel::FinishOutput() {
   if (sink_ == nullptr) return absl::FailedPreconditionError("StartOutput was not called");
+  if (auto status = WriteDataFiles(); !status.ok()) return status;
   auto bytes = SerializeProto(options_);
   if (!bytes.ok()) return bytes.status();
   auto writer = sink_->BeginFile(file_index_, "model");
@@ -191,7 +273,9 @@ absl::StatusOr<std::string> OnnxModel::SerializeProto(const SerializeOptions& op
     absl::flat_hash_map<onnx::GraphProto*, absl::flat_hash_set<const onnx::TensorProto*>> removed;
     for (size_t i = 0; i < refs_.size(); ++i) {
       const Packing packing = hints_[i].packing;
-      if (!refs_[i].is_initializer || !tensor::IsFloating(infos_[i].dtype) ||
+      // External tensors stay dense where they are: the data files keep
+      // their layout.
+      if (!refs_[i].is_initializer || external_[i] || !tensor::IsFloating(infos_[i].dtype) ||
           (packing != Packing::kSparseBitmask && packing != Packing::kNM)) {
         continue;
       }

@@ -14,6 +14,7 @@
 #include "onnx/onnx_pb.h"
 #include "server/formats/model.h"
 #include "server/formats/model_files.h"
+#include "server/formats/onnx_external_data.h"
 #include "server/formats/onnx_weights.h"
 
 namespace bonsai::formats {
@@ -24,8 +25,11 @@ class OnnxModel final : public Model {
   // take (external data, sizes that do not match their shape).
   static absl::StatusOr<std::unique_ptr<OnnxModel>> Create(
       std::unique_ptr<onnx::ModelProto> proto);
-  // Reads the whole .onnx file (waiting for it) and parses it.
-  static absl::StatusOr<std::unique_ptr<OnnxModel>> Open(const InputFile& input);
+  // Reads the whole .onnx file (waiting for it) and parses it. Tensors with
+  // external data are read from `companions` (the other uploaded files);
+  // companions no tensor names are written back unchanged.
+  static absl::StatusOr<std::unique_ptr<OnnxModel>> Open(const InputFile& input,
+                                                         std::vector<InputFile> companions = {});
 
   Format format() const override { return Format::kOnnx; }
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
@@ -49,6 +53,10 @@ class OnnxModel final : public Model {
   explicit OnnxModel(std::unique_ptr<onnx::ModelProto> proto) : proto_(std::move(proto)) {}
   absl::Status CheckUsable(size_t index) const;
   absl::StatusOr<std::string> SerializeProto(const SerializeOptions& options);
+  // External tensors: their stored bytes (held once written) into raw_.
+  absl::Status LoadExternal(size_t index) const;
+  absl::Status WriteExternal(size_t index, absl::Span<const float> values);
+  absl::Status WriteDataFiles();
 
   std::unique_ptr<onnx::ModelProto> proto_;
   std::vector<OnnxTensorRef> refs_;  // parallel to infos_
@@ -61,6 +69,16 @@ class OnnxModel final : public Model {
   uint64_t resident_ = 0;
   SerializeOptions options_;
   OutputSink* sink_ = nullptr;
+
+  // External data (onnx_external_data.h), parallel to infos_.
+  struct Held {
+    uint64_t offset = 0, length = 0;  // in held_bytes_
+  };
+  std::vector<InputFile> companions_;
+  std::vector<std::optional<ExternalLocation>> external_;
+  std::vector<std::optional<Held>> held_;
+  std::shared_ptr<storage::SpoolFile> held_bytes_;
+  mutable std::string raw_;
 };
 
 // Parses serialized ModelProto bytes (up to protobuf's 2 GiB message limit).

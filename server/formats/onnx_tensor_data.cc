@@ -41,11 +41,14 @@ tensor::DType DTypeFromOnnx(int32_t data_type) {
 
 absl::Status CheckOnnxTensorStorage(const TensorProto& tensor, absl::string_view name,
                                     uint64_t* count) {
-  if (tensor.data_location() == TensorProto::EXTERNAL || tensor.external_data_size() > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor \"", name, "\" uses external data: external data is not accepted in an upload; "
-        "save the model with all tensors inside the file "
-        "(onnx.save(..., save_as_external_data=False)) or use safetensors"));
+  if (tensor.data_location() == TensorProto::EXTERNAL) {
+    // Where the bytes are is the model's to resolve among the uploaded files
+    // (onnx_external_data.h); only the shape is checked here.
+    if (!tensor::ElementCount(tensor.dims(), count)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor \"", name, "\" has a negative dimension or a shape whose size overflows"));
+    }
+    return absl::OkStatus();
   }
   if (tensor.has_segment()) {
     return absl::InvalidArgumentError(absl::StrCat(
