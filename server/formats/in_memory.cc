@@ -23,6 +23,9 @@ class MemorySink::Writer final : public OutputFileWriter {
   std::string* out_;
 };
 
+MemorySink::MemorySink() = default;
+MemorySink::~MemorySink() = default;
+
 absl::StatusOr<OutputFileWriter*> MemorySink::BeginFile(size_t input_index, std::string_view) {
   if (writer_) return absl::FailedPreconditionError("a file is already being written");
   writer_ = std::make_unique<Writer>(&files_[input_index]);

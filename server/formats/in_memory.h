@@ -24,6 +24,8 @@ absl::StatusOr<std::unique_ptr<Model>> ParseOnnx(std::string bytes);
 // Collects output files as strings, by input index.
 class MemorySink final : public OutputSink {
  public:
+  MemorySink();
+  ~MemorySink() override;
   absl::StatusOr<OutputFileWriter*> BeginFile(size_t input_index, std::string_view role) override;
   absl::Status EndFile() override;
   absl::StatusOr<std::shared_ptr<storage::SpoolFile>> Scratch(std::string name) override;

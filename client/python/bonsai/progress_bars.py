@@ -39,7 +39,7 @@ class CompressBars:
         with self._lock:
             if event.stage in (pb.STAGE_QUEUED, pb.STAGE_RECEIVING):
                 return  # the byte bars show receiving and sending more precisely
-            if event.stage != self._stage_value:
+            if event.stage != self._stage_value or self._stage is None:
                 self._finish_stage()
                 self._stage_value = event.stage
                 self._stage = self._bar(total=100, bar_format="{desc}{percentage:3.0f}%|{bar}|")
@@ -58,8 +58,9 @@ class CompressBars:
             self._stage = None
 
     def download(self, received: int, total: int) -> None:
+        # The output streams while the server still works: this bar runs
+        # beside the stage bar, whose last stage ends with the job.
         with self._lock:
-            self._finish_stage()
             if self._download is None:
                 self._download = self._bar(desc="download".ljust(12), total=total or None, unit="B",
                                            unit_scale=True, unit_divisor=1024)
