@@ -162,6 +162,7 @@ std::vector<std::string> CalibrationSet::WeightNames() const {
 }
 
 absl::StatusOr<CalibrationSet> ParseCalibration(std::string bytes) {
+  constexpr absl::string_view kGramOfSuffix = ".gram_of";
   CalibrationSet set;
   if (bytes.empty()) return set;
   if (!formats::LooksLikeSafetensors(bytes)) {
@@ -216,6 +217,28 @@ absl::StatusOr<CalibrationSet> ParseCalibration(std::string bytes) {
     }
     acc.stats.samples = acc.gram_samples.value_or(0) + acc.activation_rows;
     set.stats_.emplace(weight, std::move(acc.stats));
+  }
+  // Aliases: weights that read the same input (q/k/v, gate/up) share one
+  // Gram matrix in the file. Each gets its own copy, since a method may
+  // consume its statistics in place.
+  if (header->metadata.is_object()) {
+    for (const auto& [key, value] : header->metadata.items()) {
+      std::string weight;
+      if (!StripSuffix(key, kGramOfSuffix, &weight)) continue;
+      const std::string source = value.get<std::string>();
+      if (set.stats_.contains(weight)) {
+        return Invalid(absl::StrCat("'", weight, "' has its own statistics and also \"", key,
+                                    "\"; give one or the other"));
+      }
+      auto it = set.stats_.find(source);
+      if (it == set.stats_.end()) {
+        return Invalid(absl::StrCat("__metadata__ \"", key, "\" names '", source,
+                                    "', which has no Gram matrix or activations in the file; "
+                                    "alias a weight whose statistics the file holds"));
+      }
+      methods::CalibrationStats copy = it->second;
+      set.stats_.emplace(weight, std::move(copy));
+    }
   }
   return set;
 }

@@ -7,6 +7,9 @@
 //   W.samples  the number of input rows n behind it: a one-element I64, F64
 //              or F32 tensor, or the decimal string under "W.samples" in
 //              __metadata__ (the tensor wins when both are present).
+// and, for weights that read the same input as another (q/k/v, gate/up),
+//   "W.gram_of" in __metadata__: the name of the weight whose statistics W
+//              shares, so the file holds one Gram matrix for them all.
 // Activations and a Gram matrix for the same weight are summed (both are
 // sums over input rows). A Gram matrix without a sample count is accepted
 // with samples = 0: the methods only use n to scale H, which changes none of

@@ -96,6 +96,35 @@ TEST(CalibrationTest, SampleCountFromMetadataOrFloatTensor) {
   EXPECT_EQ(set->Find("b")->samples, 7u);
 }
 
+TEST(CalibrationTest, WeightsThatReadTheSameInputShareOneGramMatrixEachWithItsOwnCopy) {
+  const std::string file = SafetensorsBuilder()
+                               .F32("q.gram", {2, 2}, {4, 1, 1, 3})
+                               .Metadata("q.samples", "5")
+                               .Metadata("k.gram_of", "q")
+                               .Metadata("v.gram_of", "q")
+                               .Build();
+  absl::StatusOr<CalibrationSet> set = ParseCalibration(file);
+  ASSERT_TRUE(set.ok()) << set.status();
+  for (const char* name : {"q", "k", "v"}) {
+    ASSERT_NE(set->Find(name), nullptr) << name;
+    EXPECT_THAT(set->Find(name)->gram, ElementsAre(4, 1, 1, 3)) << name;
+    EXPECT_EQ(set->Find(name)->samples, 5u) << name;
+  }
+  // A method may consume its statistics in place: the others keep theirs.
+  set->Find("q")->gram.assign(4, 0.0f);
+  EXPECT_THAT(set->Find("k")->gram, ElementsAre(4, 1, 1, 3));
+}
+
+TEST(CalibrationTest, AnAliasOfAWeightWithoutStatisticsIsInvalidArgument) {
+  const std::string file = SafetensorsBuilder()
+                               .F32("q.gram", {1, 1}, {2})
+                               .Metadata("k.gram_of", "missing")
+                               .Build();
+  absl::StatusOr<CalibrationSet> set = ParseCalibration(file);
+  ASSERT_EQ(set.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(set.status().message()), HasSubstr("names 'missing'"));
+}
+
 TEST(CalibrationTest, NonSquareGramIsInvalidArgumentNamingTheTensor) {
   const std::string file = SafetensorsBuilder().F32("fc.weight.gram", {2, 3}, {1, 2, 3, 4, 5, 6}).Build();
   absl::StatusOr<CalibrationSet> set = ParseCalibration(file);

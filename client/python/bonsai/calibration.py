@@ -155,17 +155,29 @@ def write_calibration(destination, stats: Mapping[str, GramStats],
     """Writes the statistics as safetensors; `name_map` renames weights (ONNX).
 
     With a name map, weights missing from it are left out (they have no
-    tensor of that name in the model).
+    tensor of that name in the model). Weights whose layers read the same
+    input (q/k/v projections, gate/up) have equal statistics: the file holds
+    them once, and the others name it with a `<weight>.gram_of` metadata
+    entry, so the upload is not three times larger.
     """
     tensors = {}
+    metadata = {"format": "bonsai-calibration", "version": "1"}
+    written = []  # (name, gram, samples) stored so far
     for name, s in stats.items():
         if name_map is not None:
             if name not in name_map:
                 continue
             name = name_map[name]
-        tensors[f"{name}.gram"] = np.asarray(s.gram, dtype=np.float32)
+        gram = np.asarray(s.gram, dtype=np.float32)
+        same = next((other for other, g, n in written
+                     if n == s.samples and g.shape == gram.shape and np.array_equal(g, gram)), None)
+        if same is not None:
+            metadata[f"{name}.gram_of"] = same
+            continue
+        tensors[f"{name}.gram"] = gram
         tensors[f"{name}.samples"] = np.array([s.samples], dtype=np.int64)
-    safetensors_io.write(destination, tensors, metadata={"format": "bonsai-calibration", "version": "1"})
+        written.append((name, gram, s.samples))
+    safetensors_io.write(destination, tensors, metadata=metadata)
 
 
 def calibrate(model, batches: Iterable, destination, *, onnx_model=None, **kwargs) -> Dict[str, GramStats]:
