@@ -36,6 +36,12 @@ class CalibrationSet {
   methods::CalibrationStats* Find(std::string_view weight_name);
 
   size_t size() const { return stats_.size(); }
+  // Memory the statistics hold (every alias has its own copy).
+  uint64_t bytes() const {
+    uint64_t total = 0;
+    for (const auto& [name, stats] : stats_) total += stats.gram.size() * sizeof(float);
+    return total;
+  }
   // Weight names with statistics, sorted (for reports of unused entries).
   std::vector<std::string> WeightNames() const;
 

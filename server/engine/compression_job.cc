@@ -194,11 +194,12 @@ uint64_t EstimateJobMemory(const formats::Model& model, uint64_t calibration_byt
   for (const auto& info : model.tensors()) largest_params = std::max(largest_params, info.params);
   // The float copy and the stored bytes of one tensor, the same again for a
   // method's per-tensor buffers (masks, scores, a sample of magnitudes), the
-  // calibration statistics (held whole), and a fixed allowance for the rest
-  // (BLAS workspace, zstd and copy buffers).
+  // calibration statistics (parsed, held whole; a method may take one more
+  // d x d matrix beside its Gram), and a fixed allowance for the rest (BLAS
+  // workspace, zstd and copy buffers).
   constexpr uint64_t kFixed = 48ull << 20;
   const uint64_t tensor_bytes = largest_params * sizeof(float) + model.largest_tensor_bytes();
-  return model.resident_bytes() + 2 * tensor_bytes + 2 * calibration_bytes + kFixed;
+  return model.resident_bytes() + 2 * tensor_bytes + calibration_bytes + kFixed;
 }
 
 absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
@@ -221,9 +222,7 @@ absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
   auto plan = PlanCompression(spec, (*model)->tensors());
   if (!plan.ok()) return plan.status();
   absl::StatusOr<CalibrationSet> calibration = CalibrationSet();
-  uint64_t calibration_bytes = 0;
   if (input.calibration) {
-    calibration_bytes = input.calibration->size();
     auto bytes = input.calibration->ReadAll();
     if (!bytes.ok()) return bytes.status();
     calibration = ParseCalibration(*std::move(bytes));
@@ -234,7 +233,7 @@ absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
   }
   std::unique_ptr<storage::Reservation> memory;
   if (input.memory != nullptr) {
-    const uint64_t need = EstimateJobMemory(**model, calibration_bytes);
+    const uint64_t need = EstimateJobMemory(**model, calibration->bytes());
     auto reserved = input.memory->TryReserve(need);
     if (!reserved.ok()) return reserved.status();
     if (*reserved == nullptr) {
