@@ -58,9 +58,3 @@ app.kubernetes.io/component: server
 {{- $period -}}
 {{- end -}}
 {{- end -}}
-
-{{/* The memory rule of values.yaml, in MiB: workers x maxModelBytes x 2.5 + 200Mi. */}}
-{{- define "bonsai.minimumMemoryMi" -}}
-{{- $modelMi := div (add (int64 .Values.server.maxModelBytes) 1048575) 1048576 -}}
-{{- add (div (mul (int64 .Values.server.workers) $modelMi 5) 2) 200 -}}
-{{- end -}}
