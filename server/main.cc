@@ -47,7 +47,7 @@ ABSL_FLAG(uint64_t, max_spool_bytes, 0,
 ABSL_FLAG(uint64_t, max_memory_bytes, 0,
           "working memory over all running jobs, estimated per job from its largest tensor, "
           "method and calibration; a job that does not fit waits, one that never fits is refused. "
-          "0 means 3/4 of the memory limit (cgroup or RAM) less 256 MiB");
+          "0 means 7/8 of the memory limit (cgroup or RAM) less 128 MiB");
 ABSL_FLAG(uint64_t, max_files, 4096, "files in one job (a sharded checkpoint's shards and others)");
 ABSL_FLAG(double, receive_idle_timeout_seconds, 60,
           "a job whose upload sends no byte for this long is ended with DEADLINE_EXCEEDED");

@@ -43,12 +43,12 @@ class ShardedSafetensors final : public Model {
 
   absl::Status ReadInto(size_t index, tensor::FloatTensor& out) const override {
     if (index >= where_.size()) return CheckTensorAccess(false, index, where_.size());
-    return shards_[where_[index].first]->ReadInto(where_[index].second, out);
+    return Shard(index).ReadInto(where_[index].second, out);
   }
   absl::StatusOr<tensor::ChangeStats> CompareWithStored(
       size_t index, absl::Span<const float> after) const override {
     if (index >= where_.size()) return CheckTensorAccess(false, index, where_.size());
-    return shards_[where_[index].first]->CompareWithStored(where_[index].second, after);
+    return Shard(index).CompareWithStored(where_[index].second, after);
   }
   absl::Status Write(size_t index, const tensor::FloatTensor& values,
                      const PackingHint& packing) override {
@@ -63,7 +63,7 @@ class ShardedSafetensors final : public Model {
         if (auto s = shards_[finished_shards_++]->FinishOutput(); !s.ok()) return s;
       }
     }
-    return shards_[shard]->Write(where_[index].second, values, packing);
+    return Shard(index).Write(where_[index].second, values, packing);
   }
 
   absl::Status StartOutput(const SerializeOptions& options, OutputSink& sink) override {
@@ -139,7 +139,17 @@ class ShardedSafetensors final : public Model {
     return sink_->EndFile();
   }
 
+  // The shard holding tensor `index`; the shard used before it drops its
+  // cached tensor bytes.
+  SafetensorsModel& Shard(size_t index) const {
+    const size_t shard = where_[index].first;
+    if (last_shard_ != shard && last_shard_ < shards_.size()) shards_[last_shard_]->DropCachedBytes();
+    last_shard_ = shard;
+    return *shards_[shard];
+  }
+
   std::vector<std::unique_ptr<SafetensorsModel>> shards_;
+  mutable size_t last_shard_ = SIZE_MAX;
   std::optional<InputFile> index_;
   json index_json_;
   std::vector<InputFile> others_;

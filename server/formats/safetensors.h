@@ -50,6 +50,12 @@ class SafetensorsModel final : public Model {
     return output_entries_;
   }
   const InputFile& input() const { return input_; }
+  // Frees the cached bytes of the last tensor read: a sharded model keeps
+  // one tensor's buffers in memory, not one per shard.
+  void DropCachedBytes() const {
+    std::string().swap(raw_);
+    raw_index_ = -1;
+  }
 
  private:
   SafetensorsModel(InputFile input, SafetensorsHeader header);

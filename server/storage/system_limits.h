@@ -9,12 +9,13 @@
 
 namespace bonsai::storage {
 
-// The memory this process may use: its cgroup's limit (v2 memory.max or v1
-// memory.limit_in_bytes) when there is one, else the machine's RAM.
+// The memory this process may use: the tightest limit of its own cgroup and
+// its ancestors (v2 memory.max or v1 memory.limit_in_bytes, found through
+// /proc/self/cgroup) when there is one, else the machine's RAM.
 uint64_t AvailableMemoryBytes();
 
-// Working memory for jobs by default: 3/4 of AvailableMemoryBytes() less
-// 256 MiB for the server itself (gRPC, buffers, page tables).
+// Working memory for jobs by default: 7/8 of AvailableMemoryBytes() less
+// 128 MiB for the server itself (gRPC, buffers, page tables).
 uint64_t DefaultMemoryBudget();
 
 // Spool disk by default: 9/10 of the free space of `dir` now; 0 if unknown.
