@@ -70,7 +70,7 @@ def server():
     log = srv.log()
     srv.close()
     if crashed or (status is not None and status < 0 and status != -signal.SIGTERM):
-        pytest.fail(f"bonsai-server ended with status {status}:\n{log}")
+        pytest.fail(f"bonsai-server ended with status {srv.describe_status(status)}:\n{log}")
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +108,7 @@ def start_server():
         died = not srv.alive() and not srv.stopped_by_us
         status = srv.stop()
         if died or (status is not None and status < 0 and status != -signal.SIGTERM):
-            failures.append(f"server {srv.args} ended with status {status}:\n{srv.log()}")
+            failures.append(f"server {srv.args} ended with status {srv.describe_status(status)}:\n{srv.log()}")
         srv.close()
     if failures:
         pytest.fail("\n".join(failures))

@@ -23,11 +23,11 @@ class HeldJob:
         self.error = None
 
         def requests():
-            yield pb.CompressRequest(spec=pb.CompressionSpec(method="magnitude", sparsity=0.5,
-                                                             model_size_bytes=len(model)))
+            files = [pb.FileDeclaration(name="model.safetensors", size_bytes=len(model))]
+            yield pb.CompressRequest(spec=pb.CompressionSpec(method="magnitude", sparsity=0.5, files=files))
             self.release.wait(HOLD_TIMEOUT)
             for start in range(0, len(model), 1 << 20):
-                yield pb.CompressRequest(model_chunk=model[start:start + (1 << 20)])
+                yield pb.CompressRequest(file_chunk=pb.FileChunk(file=0, data=model[start:start + (1 << 20)]))
 
         self.call = client.stub.Compress(requests(), timeout=120)
         self.thread = threading.Thread(target=self._receive, daemon=True)
@@ -48,4 +48,6 @@ class HeldJob:
         self.thread.join(HOLD_TIMEOUT)
         assert not self.thread.is_alive(), "held job never finished"
         assert self.error is None, f"held job failed: {self.error}"
-        return b"".join(r.model_chunk for r in self.responses if r.WhichOneof("payload") == "model_chunk")
+        kinds = [r.WhichOneof("payload") for r in self.responses]
+        assert kinds and kinds[-1] == "report", f"the report is not the last message: {kinds[-3:]}"
+        return b"".join(r.file_chunk.data for r in self.responses if r.WhichOneof("payload") == "file_chunk")

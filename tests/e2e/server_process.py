@@ -47,6 +47,7 @@ class BonsaiServer:
         self._log = tempfile.NamedTemporaryFile(prefix="bonsai-server-", suffix=".log", delete=False)
         self.proc: Optional[subprocess.Popen] = None
         self.stopped_by_us = False
+        self.killed_after_timeout = False  # SIGTERM was not enough: it hung on the way out
 
     @property
     def pid(self) -> int:
@@ -104,9 +105,15 @@ class BonsaiServer:
             try:
                 self.proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
+                self.killed_after_timeout = True
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT)
         return self.proc.returncode
+
+    def describe_status(self, status: Optional[int]) -> str:
+        if self.killed_after_timeout:
+            return f"{status} (it did not exit within {STOP_TIMEOUT:.0f}s of SIGTERM, so it was SIGKILLed)"
+        return str(status)
 
     def close(self) -> None:
         self.stop()

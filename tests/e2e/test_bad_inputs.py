@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 
 import grpc
 import numpy as np
@@ -32,14 +33,17 @@ def raw_compress(c: bonsai.Client, requests) -> None:
     raise AssertionError("the server accepted a malformed stream")
 
 
-def spec_msg(**kw):
+def spec_msg(size: int = None, **kw):
+    """A spec declaring one file, "model.safetensors", of `size` bytes (none when None)."""
     kw.setdefault("method", "magnitude")
     kw.setdefault("sparsity", 0.5)
+    if size is not None:
+        kw["files"] = [pb.FileDeclaration(name="model.safetensors", size_bytes=size)]
     return pb.CompressRequest(spec=pb.CompressionSpec(**kw))
 
 
-def chunk_msg(data: bytes):
-    return pb.CompressRequest(model_chunk=data)
+def chunk_msg(data: bytes, file: int = 0):
+    return pb.CompressRequest(file_chunk=pb.FileChunk(file=file, data=data))
 
 
 # ---------------------------------------------------------------- protocol
@@ -55,32 +59,67 @@ def test_empty_stream_is_invalid_argument(strict_client, mlp_safetensors):
 
 
 def test_spec_after_data_is_invalid_argument(strict_client, mlp_safetensors):
-    requests = [chunk_msg(mlp_safetensors[:100]), spec_msg(), chunk_msg(mlp_safetensors[100:])]
+    requests = [chunk_msg(mlp_safetensors[:100]), spec_msg(len(mlp_safetensors)), chunk_msg(mlp_safetensors[100:])]
     expect_error(INVALID, lambda: raw_compress(strict_client, requests), "spec")
     assert_compress_works(strict_client, mlp_safetensors)
 
 
 def test_second_spec_is_invalid_argument(strict_client, mlp_safetensors):
-    requests = [spec_msg(), chunk_msg(mlp_safetensors[:100]), spec_msg(), chunk_msg(mlp_safetensors[100:])]
+    n = len(mlp_safetensors)
+    requests = [spec_msg(n), chunk_msg(mlp_safetensors[:100]), spec_msg(n), chunk_msg(mlp_safetensors[100:])]
     expect_error(INVALID, lambda: raw_compress(strict_client, requests), "spec")
     assert_compress_works(strict_client, mlp_safetensors)
 
 
 def test_spec_without_model_is_invalid_argument(strict_client, mlp_safetensors):
-    expect_error(INVALID, lambda: raw_compress(strict_client, [spec_msg()]), "model")
+    expect_error(INVALID, lambda: raw_compress(strict_client, [spec_msg()]), "files")
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_spec_declaring_a_file_that_never_comes_is_invalid_argument(strict_client, mlp_safetensors):
+    expect_error(INVALID, lambda: raw_compress(strict_client, [spec_msg(len(mlp_safetensors))]),
+                 "model.safetensors", "0 of")
     assert_compress_works(strict_client, mlp_safetensors)
 
 
 def test_upload_shorter_than_declared_is_invalid_argument(strict_client, mlp_safetensors):
-    requests = [spec_msg(model_size_bytes=len(mlp_safetensors) + 1000), chunk_msg(mlp_safetensors)]
-    expect_error(INVALID, lambda: raw_compress(strict_client, requests))
+    requests = [spec_msg(len(mlp_safetensors) + 1000), chunk_msg(mlp_safetensors)]
+    expect_error(INVALID, lambda: raw_compress(strict_client, requests), "model.safetensors", "cut short")
     assert_compress_works(strict_client, mlp_safetensors)
 
 
 def test_upload_longer_than_declared_is_invalid_argument(strict_client, mlp_safetensors):
-    requests = [spec_msg(model_size_bytes=100), chunk_msg(mlp_safetensors)]
-    expect_error(INVALID, lambda: raw_compress(strict_client, requests), "declared")
+    requests = [spec_msg(100), chunk_msg(mlp_safetensors)]
+    expect_error(INVALID, lambda: raw_compress(strict_client, requests), "declared", "model.safetensors")
     assert_compress_works(strict_client, mlp_safetensors)
+
+
+def _refused_mid_upload(mlp_safetensors):
+    return {
+        "more_bytes_than_declared": [spec_msg(100), chunk_msg(mlp_safetensors)],
+        "chunk_for_an_undeclared_file": [spec_msg(len(mlp_safetensors)), chunk_msg(mlp_safetensors, file=1)],
+        "second_spec": [spec_msg(len(mlp_safetensors)), chunk_msg(mlp_safetensors[:100]),
+                        spec_msg(len(mlp_safetensors))],
+    }
+
+
+@pytest.mark.parametrize("case", ["more_bytes_than_declared", "chunk_for_an_undeclared_file", "second_spec"])
+def test_upload_refused_mid_stream_frees_its_job_slot_at_once(start_server, mlp_safetensors, case):
+    """A job starts at admission and waits for its bytes; when its call is
+    refused mid-upload, the job must end with it, not wait out
+    --receive_idle_timeout_seconds holding the only worker."""
+    srv = start_server(["--max_queued_jobs=0"], workers=1)
+    with bonsai.Client(srv.target, timeout=60, retry=bonsai.NO_RETRY) as c:
+        expect_error(INVALID, lambda: raw_compress(c, _refused_mid_upload(mlp_safetensors)[case]))
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                assert_compress_works(c, mlp_safetensors)
+                break
+            except bonsai.BonsaiError as err:
+                if err.code != EXHAUSTED or time.monotonic() > deadline:
+                    raise AssertionError(f"the refused job still holds the worker 5 s later: {err}") from None
+                time.sleep(0.2)
 
 
 # ---------------------------------------------------------------- the spec
@@ -135,16 +174,28 @@ class _Unsized(io.RawIOBase):
         return self._inner.readinto(buffer)
 
 
-def test_undeclared_model_over_max_model_bytes_is_resource_exhausted(small_server, mlp_safetensors):
+def test_model_of_unknown_size_is_refused_before_any_call(small_server, mlp_safetensors):
+    """Sizes are exact and required: a stream that cannot tell its size is
+    refused by the client; the server never sees an undeclared upload."""
     big = safetensors_io.dumps({"w.weight": np.ones((512, 1024), np.float32)})
     with bonsai.Client(small_server.target, timeout=60, retry=bonsai.NO_RETRY) as c:
-        expect_error(EXHAUSTED, lambda: c.compress(_Unsized(big)), "max_model_bytes")
+        with pytest.raises(ValueError, match="size"):
+            c.compress(_Unsized(big))
+        assert_compress_works(c, mlp_safetensors)
+
+
+def test_bytes_past_a_small_declared_size_are_invalid_argument(small_server, mlp_safetensors):
+    """A small declaration cannot smuggle in an upload over --max_model_bytes."""
+    big = safetensors_io.dumps({"w.weight": np.ones((512, 1024), np.float32)})
+    with bonsai.Client(small_server.target, timeout=60, retry=bonsai.NO_RETRY) as c:
+        requests = [spec_msg(100)] + [chunk_msg(big[i:i + (1 << 20)]) for i in range(0, len(big), 1 << 20)]
+        expect_error(INVALID, lambda: raw_compress(c, requests), "declared")
         assert_compress_works(c, mlp_safetensors)
 
 
 def test_chunk_over_max_chunk_bytes_is_invalid_argument(strict_client, mlp_safetensors):
     limit = strict_client.capabilities().limits.max_chunk_bytes
-    requests = [spec_msg(), chunk_msg(b"\0" * (limit + 1))]
+    requests = [spec_msg(limit + 1), chunk_msg(b"\0" * (limit + 1))]
     expect_error(INVALID, lambda: raw_compress(strict_client, requests), "chunk")
     assert_compress_works(strict_client, mlp_safetensors)
 
@@ -245,15 +296,19 @@ def test_inspect_over_max_model_bytes_is_resource_exhausted(small_server, mlp_sa
 
 
 def test_inspect_spec_after_data_is_invalid_argument(strict_client, mlp_safetensors):
-    """Inspect's spec is optional (all its fields are), but it may only come first."""
+    """Inspect's spec declares the files, so it may only come first."""
     def call(requests):
         try:
             return strict_client.stub.Inspect(iter(requests), timeout=60)
         except grpc.RpcError as err:
             raise bonsai.BonsaiError(err.code(), err.details() or "") from None
-    assert call([pb.InspectRequest(model_chunk=mlp_safetensors)]).total_params > 0
-    requests = [pb.InspectRequest(model_chunk=mlp_safetensors[:100]), pb.InspectRequest(spec=pb.InspectSpec()),
-                pb.InspectRequest(model_chunk=mlp_safetensors[100:])]
+    files = [pb.FileDeclaration(name="model.safetensors", size_bytes=len(mlp_safetensors))]
+
+    def chunk(data):
+        return pb.InspectRequest(file_chunk=pb.FileChunk(file=0, data=data))
+    assert call([pb.InspectRequest(spec=pb.InspectSpec(files=files)), chunk(mlp_safetensors)]).total_params > 0
+    requests = [chunk(mlp_safetensors[:100]), pb.InspectRequest(spec=pb.InspectSpec(files=files)),
+                chunk(mlp_safetensors[100:])]
     expect_error(INVALID, lambda: call(requests), "spec")
     assert strict_client.inspect(mlp_safetensors).total_params > 0
 

@@ -49,6 +49,10 @@ def _baseline_after_warmup(server, client, model):
     return _rss_settles_near(server, server.rss_bytes())
 
 
+def _declare(name: str, data: bytes) -> pb.FileDeclaration:
+    return pb.FileDeclaration(name=name, size_bytes=len(data))
+
+
 def _disconnect_mid_upload(target: str, model: bytes, after_chunks: int) -> None:
     """A raw client that sends the spec and `after_chunks` MiB, then drops its
     connection (no cancel, no half-close), as a crashed client would."""
@@ -56,11 +60,11 @@ def _disconnect_mid_upload(target: str, model: bytes, after_chunks: int) -> None
 
     def requests():
         yield pb.CompressRequest(spec=pb.CompressionSpec(method="magnitude", sparsity=0.5,
-                                                         model_size_bytes=len(model)))
+                                                         files=[_declare("model.safetensors", model)]))
         for i, start in enumerate(range(0, len(model), MiB)):
             if i == after_chunks:
                 half_sent.set()
-            yield pb.CompressRequest(model_chunk=model[start:start + MiB])
+            yield pb.CompressRequest(file_chunk=pb.FileChunk(file=0, data=model[start:start + MiB]))
 
     channel = grpc.insecure_channel(target)
     call = pb_grpc.CompressorStub(channel).Compress(requests(), timeout=120)
@@ -114,8 +118,8 @@ def test_deadline_exceeded_mid_upload_leaves_server_healthy(server, mlp_safetens
 
     def requests():
         yield pb.CompressRequest(spec=pb.CompressionSpec(method="magnitude", sparsity=0.5,
-                                                         model_size_bytes=len(mlp_safetensors)))
-        yield pb.CompressRequest(model_chunk=mlp_safetensors[:100])
+                                                         files=[_declare("mlp.safetensors", mlp_safetensors)]))
+        yield pb.CompressRequest(file_chunk=pb.FileChunk(file=0, data=mlp_safetensors[:100]))
         stalled.wait(10)  # never set: the deadline passes while we wait
 
     with grpc.insecure_channel(server.target) as channel:

@@ -34,7 +34,8 @@ def test_cli_compress_writes_model_report_table_and_report_json(server, mlp, mlp
     assert data["format"] == "onnx"
     names = {t["name"] for t in data["tensors"]}
     assert {"fc1.weight", "fc2.weight"} <= names and "fc3.weight" not in names
-    assert "output_sha256" in data and "prunable_params" in data["totals"]
+    assert [(f["name"], f["role"]) for f in data["files"]] == [("mlp.onnx", "model")]
+    assert len(data["files"][0]["sha256"]) == 64 and "prunable_params" in data["totals"]
     assert "tensor" in proc.stdout and "fc1.weight" in proc.stdout and "sparsity" in proc.stdout
     assert "upload" in proc.stderr  # progress bars go to stderr
 

@@ -27,10 +27,14 @@ def test_output_path_receives_the_verified_model_and_result_model_is_none(client
                              download_progress=lambda n, t: downloaded.append((n, t)))
     written = out.read_bytes()
     assert result.model is None
-    assert hashlib.sha256(written).hexdigest() == result.report.output_sha256
+    assert [(f.name, f.role) for f in result.report.files] == [("in.safetensors", "model")]
+    assert hashlib.sha256(written).hexdigest() == result.report.files[0].sha256 == result.sha256
+    assert result.report.files[0].bytes_out == len(written)
+    assert result.report.files[0].bytes_in == len(mlp_safetensors)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors", "out.safetensors"]  # no .part left
     assert result.bytes_in == len(mlp_safetensors)
     assert uploaded[-1] == (len(mlp_safetensors), len(mlp_safetensors))
-    assert downloaded[-1] == (len(written), len(written))
+    assert downloaded[-1] == (len(written), len(mlp_safetensors))  # received, total in
     stages = [e.stage for e in events]
     assert pb.STAGE_COMPRESSING in stages and pb.STAGE_SERIALIZING in stages
 
@@ -69,11 +73,14 @@ def test_spec_carries_every_option():
         overrides={"w": 0.25}, options={"n": 2, "m": 4, "norm": "l1", "structured_mode": "physical",
                                         "block_size": 64, "dampening": 0.05, "per_channel": True},
         rules=[{"regex": "conv", "method": "magnitude", "sparsity": 0.3, "scope": "layer", "name": "convs"}],
-        output="packed", model_size_bytes=123, calibration_size_bytes=45)
+        output="packed", files=[pb.FileDeclaration(name="a.safetensors", size_bytes=123),
+                                pb.FileDeclaration(name="b/c.json", size_bytes=7)],
+        calibration_size_bytes=45)
     assert spec.scope == pb.SCOPE_GLOBAL and spec.output == pb.OUTPUT_MODE_PACKED
     assert spec.options.norm == pb.NORM_L1 and spec.options.structured_mode == pb.STRUCTURED_MODE_PHYSICAL
     assert spec.options.n == 2 and spec.options.m == 4 and spec.options.per_channel
     assert spec.rules[0].tensor_regex == "conv" and spec.rules[0].scope == pb.SCOPE_LAYER
-    assert spec.sparsity_overrides["w"] == 0.25 and spec.model_size_bytes == 123
+    assert spec.sparsity_overrides["w"] == 0.25 and spec.calibration_size_bytes == 45
+    assert [(f.name, f.size_bytes) for f in spec.files] == [("a.safetensors", 123), ("b/c.json", 7)]
     with pytest.raises(TypeError):
         bonsai.client.specs.method_options({"bogus": 1})

@@ -166,8 +166,10 @@ def drive_jobs(target: str, mlp_safetensors: bytes, mlp_onnx: bytes, too_large: 
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.CompressorStub(channel)
         # Over --max_model_bytes: refused from the size in the spec.
-        spec = pb.CompressionSpec(method="magnitude", sparsity=0.5, model_size_bytes=len(too_large))
-        requests = [pb.CompressRequest(spec=spec), pb.CompressRequest(model_chunk=too_large)]
+        spec = pb.CompressionSpec(method="magnitude", sparsity=0.5,
+                                  files=[pb.FileDeclaration(name="m.safetensors", size_bytes=len(too_large))])
+        requests = [pb.CompressRequest(spec=spec),
+                    pb.CompressRequest(file_chunk=pb.FileChunk(file=0, data=too_large))]
         with pytest.raises(grpc.RpcError):
             for _ in stub.Compress(iter(requests), timeout=60):
                 pass
@@ -178,8 +180,10 @@ def drive_jobs(target: str, mlp_safetensors: bytes, mlp_onnx: bytes, too_large: 
 
         def half_upload():
             yield pb.CompressRequest(spec=pb.CompressionSpec(
-                method="magnitude", sparsity=0.5, model_size_bytes=len(mlp_safetensors)))
-            yield pb.CompressRequest(model_chunk=mlp_safetensors[: len(mlp_safetensors) // 2])
+                method="magnitude", sparsity=0.5,
+                files=[pb.FileDeclaration(name="m.safetensors", size_bytes=len(mlp_safetensors))]))
+            yield pb.CompressRequest(file_chunk=pb.FileChunk(
+                file=0, data=mlp_safetensors[: len(mlp_safetensors) // 2]))
             release.wait(60)
 
         call = stub.Compress(half_upload(), timeout=60)
