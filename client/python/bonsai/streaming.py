@@ -121,8 +121,14 @@ class UploadRequests:
         yield self._first
         if self._admission_wait > 0:
             self.server_spoke.wait(self._admission_wait)
-        for make_request, source in self._parts:
-            for chunk in source.chunks(self._chunk_bytes):
+        # Every part's first chunk goes first: it holds a safetensors shard's
+        # header, so the server knows every tensor of a sharded model and
+        # starts on the first shard while the others upload.
+        streams = [(make_request, source.chunks(self._chunk_bytes)) for make_request, source in self._parts]
+        order = [(make_request, chunks, True) for make_request, chunks in streams] + \
+                [(make_request, chunks, False) for make_request, chunks in streams]
+        for make_request, chunks, first_only in order:
+            for chunk in chunks:
                 # gRPC may pull once more after the call ended; that chunk is
                 # never sent and must not count as a started upload.
                 if self.call_done.is_set():
@@ -132,3 +138,5 @@ class UploadRequests:
                 self.bytes_sent += len(chunk)
                 if self._on_bytes is not None:
                     self._on_bytes(len(chunk))
+                if first_only:
+                    break
