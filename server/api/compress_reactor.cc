@@ -1,5 +1,7 @@
 #include "server/api/compress_reactor.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -49,8 +51,10 @@ void CompressReactor::OnReadDone(bool ok) {
     EndUpload();
     return;
   }
-  if (absl::Status status = HandleRequest(); !status.ok()) {
+  if (absl::Status status = Guarded([this] { return HandleRequest(); }); !status.ok()) {
     phase_ = Phase::kEnded;
+    cancel_.Cancel();
+    uploads_.Fail(status);
     FinishWith(status);
     return;
   }
@@ -150,14 +154,19 @@ void CompressReactor::RunJob() {
   input.output = output_.get();
   input.memory = context_.memory;
   input.queue_seconds = queue_seconds;
-  auto result = engine::RunCompressionJob(
-      std::move(input),
-      [this](v1::Stage stage, double fraction, std::string_view detail) {
-        QueueProgress(stage, fraction, detail);
-      },
-      cancel_);
+  auto result = Guarded([&] {
+    return engine::RunCompressionJob(
+        std::move(input),
+        [this](v1::Stage stage, double fraction, std::string_view detail) {
+          QueueProgress(stage, fraction, detail);
+        },
+        cancel_);
+  });
   if (!result.ok()) uploads_.Fail(result.status());  // the upload need not go on
   CompleteJob(std::move(result));
+  // The job's buffers were large and freed: give the pages back, so an idle
+  // server returns to its baseline instead of keeping its peak.
+  malloc_trim(0);
 }
 
 void CompressReactor::QueueProgress(v1::Stage stage, double fraction, std::string_view detail) {

@@ -39,7 +39,7 @@ void InspectReactor::OnReadDone(bool ok) {
     context_.scheduler->Run([self = shared_from_this()] { self->RunJob(); });
     return;
   }
-  if (absl::Status status = HandleRequest(); !status.ok()) {
+  if (absl::Status status = Guarded([this] { return HandleRequest(); }); !status.ok()) {
     FinishOnce(status);
     return;
   }
@@ -83,7 +83,7 @@ void InspectReactor::RunJob() {
   formats::WaitPolicy wait;
   wait.cancelled = [this] { return cancel_.cancelled(); };
   wait.idle = absl::Seconds(context_.options.receive_idle_timeout_seconds);
-  auto result = engine::RunInspectJob(spec_, uploads_.InputFiles(wait), cancel_);
+  auto result = Guarded([&] { return engine::RunInspectJob(spec_, uploads_.InputFiles(wait), cancel_); });
   {
     // gRPC owns response_ only until the call ends: write it while holding
     // the flag that says the call has not ended.

@@ -10,6 +10,23 @@ namespace bonsai::api {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
+// Runs `work` (returning absl::Status or absl::StatusOr) and turns an
+// exception into a status: nothing may escape a gRPC reaction or a worker,
+// or the call is never answered and shutdown hangs. bad_alloc is the one
+// expected (a large allocation under a memory limit).
+template <typename Work>
+auto Guarded(Work&& work) -> decltype(work()) {
+  try {
+    return work();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        "the server ran out of memory for this job; retry later, on another replica, or on a "
+        "server with a larger memory limit (--max_memory_bytes)");
+  } catch (const std::exception& error) {
+    return absl::InternalError(absl::StrCat("unexpected error: ", error.what()));
+  }
+}
+
 }  // namespace bonsai::api
 
 #endif  // BONSAI_SERVER_API_STATUS_UTIL_H_
