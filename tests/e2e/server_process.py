@@ -48,6 +48,7 @@ class BonsaiServer:
         self.proc: Optional[subprocess.Popen] = None
         self.stopped_by_us = False
         self.killed_after_timeout = False  # SIGTERM was not enough: it hung on the way out
+        self.killed_on_purpose = False  # a test SIGKILLed it (kill())
 
     @property
     def pid(self) -> int:
@@ -109,6 +110,13 @@ class BonsaiServer:
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT)
         return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, as a test that wants a crash does: not counted as one."""
+        self.stopped_by_us = True
+        self.killed_on_purpose = True
+        self.proc.kill()
+        self.proc.wait(STOP_TIMEOUT)
 
     def describe_status(self, status: Optional[int]) -> str:
         if self.killed_after_timeout:
