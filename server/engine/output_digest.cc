@@ -70,7 +70,7 @@ void ZstdFrameSizer::Run() {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stop_ || !frames_.empty(); };
       mu_.Await(absl::Condition(&ready));
-      if (frames_.empty()) break;  // stopping
+      if (stop_) break;  // the job is gone: its remaining frames do not matter
       frame = std::move(frames_.front());
       frames_.pop_front();
       busy_ = true;

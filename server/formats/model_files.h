@@ -45,6 +45,8 @@ class InputFile {
   absl::StatusOr<std::string> ReadAll() const;
   // Waits for the whole file without reading it.
   absl::Status WaitComplete() const;
+  // Waits until [0, end) has arrived.
+  absl::Status WaitFor(uint64_t end) const { return data_->WaitFor(end, wait_.cancelled, wait_.idle); }
 
  private:
   size_t index_;

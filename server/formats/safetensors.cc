@@ -167,10 +167,7 @@ absl::Status SafetensorsModel::EnsureFileStarted() {
 absl::Status SafetensorsModel::EmitInputUpTo(uint64_t file_offset) {
   if (file_offset <= emitted_) return absl::OkStatus();
   // Waits for the bytes if they are still uploading (CopyFrom reads what is there).
-  if (auto status = input_.data().WaitFor(file_offset, nullptr, absl::InfiniteDuration());
-      !status.ok()) {
-    return status;
-  }
+  if (auto status = input_.WaitFor(file_offset); !status.ok()) return status;
   if (auto status = writer_->CopyFrom(input_.data(), emitted_, file_offset - emitted_);
       !status.ok()) {
     return status;
@@ -339,8 +336,7 @@ absl::Status SafetensorsModel::FinishPacked() {
     if (held_[i]) {
       status = writer_->CopyFrom(*held_bytes_, held_[i]->offset, held_[i]->length);
     } else {
-      status = input_.data().WaitFor(FileOffset(i) + (entries[i].end - entries[i].begin), nullptr,
-                                     absl::InfiniteDuration());
+      status = input_.WaitFor(FileOffset(i) + (entries[i].end - entries[i].begin));
       if (status.ok()) {
         status = writer_->CopyFrom(input_.data(), FileOffset(i), entries[i].end - entries[i].begin);
       }
