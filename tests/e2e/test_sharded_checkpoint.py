@@ -8,12 +8,15 @@ import hashlib
 import json
 import os
 import shutil
+import time
 
 import grpc
 import numpy as np
 import pytest
 
+import bonsai
 import hf_checkpoint as hf
+from bonsai.v1 import compressor_pb2 as pb
 from expect import expect_error
 from test_cli import run_cli
 
@@ -218,3 +221,38 @@ def test_inspect_of_the_folder_lists_every_tensor_with_its_file_and_zeros_unknow
     listed = json.loads(proc.stdout)["tensors"]
     assert {t["name"]: t["file"] for t in listed} == {n: t.shard for n, t in tensors.items()}
     assert not any(t.get("zeros_known") for t in listed)
+
+
+# ---------------------------------------------------------------- a slow, steady upload
+
+@pytest.mark.timeout(120)
+def test_a_steady_file_by_file_upload_is_not_taken_for_a_stall(start_server, folder, tensors):
+    """The protocol lets a client send the files one after another. While it
+    sends a byte every 50 ms, the upload has not stalled, even though the
+    job waits a while for a file whose turn has not come (the next shard's
+    header, the index): --receive_idle_timeout_seconds is about the upload."""
+    srv = start_server(["--receive_idle_timeout_seconds=1"])
+    names = hf.relative_files(folder)
+    contents = [(folder / n).read_bytes() for n in names]
+
+    def requests():
+        yield pb.CompressRequest(spec=pb.CompressionSpec(
+            method="magnitude", sparsity=0.5, scope=pb.SCOPE_GLOBAL,
+            files=[pb.FileDeclaration(name=n, size_bytes=len(c)) for n, c in zip(names, contents)]))
+        for index, data in enumerate(contents):
+            for start in range(0, len(data), 128):
+                yield pb.CompressRequest(file_chunk=pb.FileChunk(file=index, data=data[start:start + 128]))
+                time.sleep(0.05)
+
+    with bonsai.Client(srv.target, timeout=60, retry=bonsai.NO_RETRY) as c:
+        try:
+            responses = list(c.stub.Compress(requests(), timeout=60))
+        except grpc.RpcError as err:
+            pytest.fail(f"a steady upload was refused: {err.code().name}: {err.details()}")
+    assert responses[-1].WhichOneof("payload") == "report"
+    out = {}
+    for r in responses:
+        if r.WhichOneof("payload") == "file_chunk":
+            out[names[r.file_chunk.file]] = out.get(names[r.file_chunk.file], b"") + r.file_chunk.data
+    values, _, _ = hf.read_output(out)
+    _check_masks(values, tensors, hf.torch_global_keep(_selected(tensors), 0.5))
