@@ -153,6 +153,7 @@ void CompressReactor::RunJob() {
   input.calibration = uploads_.Calibration(wait);
   input.output = output_.get();
   input.memory = context_.memory;
+  input.cores = context_.scheduler;
   input.queue_seconds = queue_seconds;
   auto result = Guarded([&] {
     return engine::RunCompressionJob(

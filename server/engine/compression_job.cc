@@ -61,9 +61,17 @@ void FillTensorReport(const formats::TensorInfo& info, const tensor::ChangeStats
   report->set_dense_bytes(info.params * tensor::DTypeSize(info.dtype));
 }
 
+// A core for one tensor's computation, taken after its bytes have arrived
+// (reads wait for the upload without holding one).
+absl::StatusOr<std::unique_ptr<CoreLease>> TakeCore(CoreGate* cores,
+                                                    const CancellationToken& cancel) {
+  if (cores == nullptr) return std::unique_ptr<CoreLease>();
+  return cores->AcquireCore([&cancel] { return cancel.cancelled(); });
+}
+
 absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
                                   CalibrationSet& calibration, WorkMeter& meter,
-                                  const CancellationToken& cancel) {
+                                  CoreGate* cores, const CancellationToken& cancel) {
   const auto& tensors = model.tensors();
   tensor::FloatTensor values;  // one buffer for every tensor and pass
   for (MethodGroup& group : plan.groups) {
@@ -75,6 +83,8 @@ absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
       for (size_t index : group.tensors) {
         if (auto s = cancel.CheckNotCancelled(); !s.ok()) return s;
         if (auto s = model.ReadInto(index, values); !s.ok()) return s;
+        auto core = TakeCore(cores, cancel);
+        if (!core.ok()) return core.status();
         methods::WeightTensor weight{&tensors[index], &values, plan.sparsity_of_tensor[index],
                                      calibration.Find(tensors[index].name)};
         group.method->Observe(pass, weight);
@@ -87,7 +97,7 @@ absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
 }
 
 absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan,
-                          CalibrationSet& calibration, WorkMeter& meter,
+                          CalibrationSet& calibration, WorkMeter& meter, CoreGate* cores,
                           const CancellationToken& cancel, v1::CompressionReport& report) {
   const auto& tensors = model.tensors();
   tensor::FloatTensor values;  // one buffer for every tensor
@@ -99,6 +109,8 @@ absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan,
     const formats::TensorInfo& info = tensors[index];
 
     if (auto s = model.ReadInto(index, values); !s.ok()) return s;
+    auto core = TakeCore(cores, cancel);
+    if (!core.ok()) return core.status();
     methods::WeightTensor weight{&info, &values, plan.sparsity_of_tensor[index],
                                  calibration.Find(info.name)};
     const methods::ProgressTick tick = [&](double fraction) {
@@ -262,10 +274,12 @@ absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
   }
   WorkMeter meter(progress, work);
   progress(v1::STAGE_COMPRESSING, 0.0, "");
-  if (auto s = RunObservationPasses(**model, *plan, *calibration, meter, cancel); !s.ok()) {
+  if (auto s = RunObservationPasses(**model, *plan, *calibration, meter, input.cores, cancel);
+      !s.ok()) {
     return s;
   }
-  if (auto s = ApplyMethods(**model, *plan, *calibration, meter, cancel, report); !s.ok()) {
+  if (auto s = ApplyMethods(**model, *plan, *calibration, meter, input.cores, cancel, report);
+      !s.ok()) {
     return s;
   }
   if (report.tensors_size() == 0) {

@@ -15,6 +15,7 @@
 #include "server/engine/cancellation.h"
 #include "server/engine/job_output.h"
 #include "server/engine/job_plan.h"
+#include "server/engine/job_scheduler.h"
 #include "server/formats/model_files.h"
 #include "server/storage/byte_budget.h"
 
@@ -33,6 +34,9 @@ struct CompressionInput {
   // Working memory over all running jobs; the job waits for its estimate
   // (null: no budget).
   storage::ByteBudget* memory = nullptr;
+  // Where the job gets a core for each tensor's computation (null: it
+  // computes whenever it likes, as in benchmarks).
+  CoreGate* cores = nullptr;
   double queue_seconds = 0;
 };
 

@@ -11,14 +11,15 @@ namespace bonsai::engine {
 JobSlot::~JobSlot() { scheduler_->Release(); }
 
 JobScheduler::JobScheduler(int workers, int max_queued_jobs)
-    : max_queued_(max_queued_jobs) {
-  // One BLAS thread per worker: parallelism comes from running jobs side by
+    : max_queued_(max_queued_jobs), cores_(workers) {
+  // One BLAS thread per job: parallelism comes from running jobs side by
   // side, and a multi-threaded BLAS inside each would oversubscribe the cores.
   openblas_set_num_threads(1);
-  // Loops that are not BLAS may borrow the cores of idle workers.
+  // Loops that are not BLAS may borrow the cores no job is computing on.
   tensor::SetCoreBudget(workers);
-  threads_.reserve(workers);
-  for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { WorkerLoop(); });
+  const int threads = workers + max_queued_jobs;
+  threads_.reserve(threads);
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { WorkerLoop(); });
 }
 
 JobScheduler::~JobScheduler() {
@@ -36,12 +37,11 @@ absl::StatusOr<std::unique_ptr<JobSlot>> JobScheduler::Admit() {
     return absl::UnavailableError(
         "the server is shutting down and takes no new jobs; retry on another replica");
   }
-  const int capacity = static_cast<int>(threads_.size()) + max_queued_;
+  const int capacity = cores_ + max_queued_;
   if (admitted_ >= capacity) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "the server is busy: all ", capacity, " job slots (", threads_.size(),
-        " workers + ", max_queued_, " queued) are taken; retry with backoff or "
-        "use another replica"));
+        "the server is busy: all ", capacity, " job slots (", cores_, " workers + ", max_queued_,
+        " queued) are taken; retry with backoff or use another replica"));
   }
   ++admitted_;
   PublishGauges();
@@ -51,8 +51,28 @@ absl::StatusOr<std::unique_ptr<JobSlot>> JobScheduler::Admit() {
 void JobScheduler::Run(std::function<void()> work) {
   absl::MutexLock lock(&mu_);
   queue_.push_back(std::move(work));
+}
+
+absl::StatusOr<std::unique_ptr<CoreLease>> JobScheduler::AcquireCore(
+    const std::function<bool()>& cancelled) {
+  absl::MutexLock lock(&mu_);
+  auto free = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return computing_ < cores_; };
+  while (!free()) {
+    if (cancelled && cancelled()) return absl::CancelledError("the job was cancelled while it waited for a core");
+    mu_.AwaitWithTimeout(absl::Condition(&free), absl::Milliseconds(200));
+  }
+  ++computing_;
+  PublishGauges();
+  return std::make_unique<CoreLease>(this);
+}
+
+void JobScheduler::ReleaseCore() {
+  absl::MutexLock lock(&mu_);
+  --computing_;
   PublishGauges();
 }
+
+CoreLease::~CoreLease() { scheduler_->ReleaseCore(); }
 
 void JobScheduler::Close() {
   absl::MutexLock lock(&mu_);
@@ -70,10 +90,13 @@ void JobScheduler::Release() {
   PublishGauges();
 }
 
+// Running: jobs computing on a core. Queued: every other admitted job
+// (uploading, waiting for bytes, a core or memory, or sending), so a server
+// whose slots are all held shows it, whatever its jobs are doing.
 void JobScheduler::PublishGauges() {
-  tensor::SetRunningJobs(running_);
-  observability::SetJobsRunning(running_);
-  observability::SetJobsQueued(static_cast<int64_t>(queue_.size()));
+  tensor::SetRunningJobs(computing_);
+  observability::SetJobsRunning(computing_);
+  observability::SetJobsQueued(admitted_ - computing_);
 }
 
 void JobScheduler::WorkerLoop() {
@@ -89,13 +112,8 @@ void JobScheduler::WorkerLoop() {
       if (queue_.empty()) return;  // stopping
       work = std::move(queue_.front());
       queue_.pop_front();
-      ++running_;
-      PublishGauges();
     }
     work();
-    absl::MutexLock lock(&mu_);
-    --running_;
-    PublishGauges();
   }
 }
 

@@ -254,8 +254,11 @@ class Client:
             limits = self.stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=30).limits
         except grpc.RpcError:
             return False
-        return bool((limits.max_model_bytes and (model_size or 0) > limits.max_model_bytes) or
-                    (limits.max_calibration_bytes and (calibration_size or 0) > limits.max_calibration_bytes))
+        model, calibration = model_size or 0, calibration_size or 0
+        # The server reserves 3 x the model plus the calibration in its spool.
+        return bool((limits.max_model_bytes and model > limits.max_model_bytes) or
+                    (limits.max_calibration_bytes and calibration > limits.max_calibration_bytes) or
+                    (limits.max_spool_bytes and 3 * model + calibration > limits.max_spool_bytes))
 
     def _with_retries(self, once, rereadable: bool, over_limit: Callable[[], bool] = lambda: False):
         attempt = 0
