@@ -5,8 +5,12 @@ BUILD_DIR ?= build
 JOBS      ?= $(shell nproc)
 LISTEN    ?= 0.0.0.0:50051
 SERVER     = $(BUILD_DIR)/bin/bonsai-server
+# Fuzzing: clang with ASan + UBSan in a build of its own (tests/fuzz/).
+FUZZ_DIR          ?= build-fuzz
+FUZZ_SECONDS      ?= 600
+FUZZ_TEST_SECONDS ?= 25
 
-.PHONY: deps build run test unit-test e2e-test bench image-test clean
+.PHONY: deps build run test unit-test e2e-test fuzz-build fuzz fuzz-test bench image-test clean
 
 deps:
 	bash deploy/install-deps.sh
@@ -27,7 +31,25 @@ e2e-test: build
 	BONSAI_SERVER=$(abspath $(SERVER)) PYTHONPATH=$(CURDIR)/client/python \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
-test: unit-test e2e-test
+$(FUZZ_DIR)/CMakeCache.txt:
+	CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DBONSAI_FUZZ=ON -DBONSAI_BUILD_BENCH=OFF
+
+# The fuzz targets, and the unit tests again under both sanitizers.
+fuzz-build: deps $(FUZZ_DIR)/CMakeCache.txt
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target bonsai-fuzz-targets bonsai-unit-tests
+
+# In `make test`: the unit tests under ASan + UBSan, then each target for
+# FUZZ_TEST_SECONDS; any finding fails.
+fuzz-test: fuzz-build
+	cd $(FUZZ_DIR) && ctest --output-on-failure -j $(JOBS)
+	bash tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_TEST_SECONDS)
+
+# Long runs (FUZZ_SECONDS per target; FUZZ_TARGETS="onnx" for one).
+fuzz: fuzz-build
+	bash tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+test: unit-test e2e-test fuzz-test
 
 bench: build
 	BONSAI_SERVER=$(abspath $(SERVER)) PYTHONPATH=$(CURDIR)/client/python \
@@ -38,4 +60,4 @@ image-test:
 	bash deploy/docker/image-test.sh
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(FUZZ_DIR)

@@ -26,6 +26,9 @@ TEST_PACKAGES=(
   # Go + sprig for the chart renderer, Kubernetes' API types, JSON Schema
   prometheus golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
   python3-kubernetes python3-jsonschema python3-yaml
+  # fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes,
+  # llvm-symbolizer for readable sanitizer stacks
+  clang-14 libclang-rt-14-dev llvm-14
 )
 
 wanted=("${BUILD_PACKAGES[@]}")

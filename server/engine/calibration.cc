@@ -39,9 +39,38 @@ struct Accumulated {
   bool has_data = false;
 };
 
+// What the Gram matrices of one file may cost in memory (see
+// kMinCalibrationGramBudgetBytes in the header): the activations' d x d is
+// allocated before a row is read, so an entry [1, 100000] of 400 KB would
+// otherwise ask for 40 GB.
+class GramBudget {
+ public:
+  explicit GramBudget(uint64_t file_bytes)
+      : left_(std::max(kMinCalibrationGramBudgetBytes,
+                       file_bytes > UINT64_MAX / 2 ? UINT64_MAX : 2 * file_bytes)) {}
+
+  absl::Status Take(const std::string& entry, int64_t dim) {
+    const uint64_t d = static_cast<uint64_t>(dim);
+    if (d != 0 && d > left_ / sizeof(float) / d) {  // 4·d² > left_, without overflow
+      return Invalid(absl::StrCat(
+          "'", entry, "' needs a ", dim, " x ", dim,
+          " float32 Gram matrix, beyond what one calibration file may ask the server to hold "
+          "(twice the file's size, at least ", kMinCalibrationGramBudgetBytes >> 20,
+          " MiB, for all its Gram matrices); send at least d_in / 2 rows of activations, or "
+          "their Gram matrix as '<weight>.gram'"));
+    }
+    left_ -= d * d * sizeof(float);
+    return absl::OkStatus();
+  }
+
+ private:
+  uint64_t left_;
+};
+
 absl::Status StartGram(const std::string& weight, const std::string& entry, int64_t dim,
-                       Accumulated& acc) {
+                       Accumulated& acc, GramBudget& budget) {
   if (!acc.has_data) {
+    if (auto s = budget.Take(entry, dim); !s.ok()) return s;
     acc.stats.dim = dim;
     acc.stats.gram.assign(static_cast<size_t>(dim) * dim, 0.0f);
     acc.has_data = true;
@@ -59,14 +88,14 @@ absl::Status CheckFloat(const formats::SafetensorsEntry& entry) {
 }
 
 absl::Status AddActivations(const formats::SafetensorsEntry& entry, std::string_view data,
-                            Accumulated& acc) {
+                            Accumulated& acc, GramBudget& budget) {
   if (entry.shape.size() != 2) {
     return Invalid(absl::StrCat("activations '", entry.name, "' have rank ", entry.shape.size(),
                                 "; send them as [n, d_in] (flatten batch and sequence axes)"));
   }
   if (auto s = CheckFloat(entry); !s.ok()) return s;
   const int64_t n = entry.shape[0], d = entry.shape[1];
-  if (auto s = StartGram(entry.name, entry.name, d, acc); !s.ok()) return s;
+  if (auto s = StartGram(entry.name, entry.name, d, acc, budget); !s.ok()) return s;
   const char* src = data.data() + entry.begin;
   std::vector<float> slice;
   for (int64_t first = 0; first < n; first += kRowsPerSlice) {
@@ -90,7 +119,7 @@ absl::Status AddActivations(const formats::SafetensorsEntry& entry, std::string_
 }
 
 absl::Status AddGram(const std::string& weight, const formats::SafetensorsEntry& entry,
-                     std::string_view data, Accumulated& acc) {
+                     std::string_view data, Accumulated& acc, GramBudget& budget) {
   if (entry.shape.size() != 2 || entry.shape[0] != entry.shape[1]) {
     std::string shape;
     for (int64_t dim : entry.shape) absl::StrAppend(&shape, shape.empty() ? "" : ", ", dim);
@@ -99,7 +128,7 @@ absl::Status AddGram(const std::string& weight, const formats::SafetensorsEntry&
   }
   if (auto s = CheckFloat(entry); !s.ok()) return s;
   const int64_t d = entry.shape[0];
-  if (auto s = StartGram(weight, entry.name, d, acc); !s.ok()) return s;
+  if (auto s = StartGram(weight, entry.name, d, acc, budget); !s.ok()) return s;
   std::vector<float> gram(static_cast<size_t>(d) * d);
   if (auto s = tensor::DecodeToFloat(entry.dtype, data.data() + entry.begin, gram.size(),
                                      absl::MakeSpan(gram));
@@ -174,6 +203,7 @@ absl::StatusOr<CalibrationSet> ParseCalibration(std::string bytes) {
   const std::string_view data = std::string_view(bytes).substr(header->data_start);
 
   absl::flat_hash_map<std::string, Accumulated> weights;
+  GramBudget budget(bytes.size());
   for (const formats::SafetensorsEntry& entry : header->entries) {
     std::string weight;
     absl::Status status;
@@ -182,9 +212,9 @@ absl::StatusOr<CalibrationSet> ParseCalibration(std::string bytes) {
       if (!samples.ok()) return samples.status();
       weights[weight].gram_samples = *samples;
     } else if (StripSuffix(entry.name, kGramSuffix, &weight)) {
-      status = AddGram(weight, entry, data, weights[weight]);
+      status = AddGram(weight, entry, data, weights[weight], budget);
     } else {
-      status = AddActivations(entry, data, weights[entry.name]);
+      status = AddActivations(entry, data, weights[entry.name], budget);
     }
     if (!status.ok()) return status;
   }

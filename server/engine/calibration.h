@@ -18,6 +18,7 @@
 #ifndef BONSAI_SERVER_ENGINE_CALIBRATION_H_
 #define BONSAI_SERVER_ENGINE_CALIBRATION_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,14 @@
 #include "server/methods/method.h"
 
 namespace bonsai::engine {
+
+// The float32 Gram matrices of one calibration file may take at most twice
+// the file's size, or this much when that is less. Gram matrices sent as
+// such always fit (their F16/BF16 bytes are half their float32 size); what
+// it refuses are activations much wider than they are tall, whose d x d
+// would otherwise be allocated from a few bytes of header (and whose Gram
+// has rank below d / 2 anyway).
+inline constexpr uint64_t kMinCalibrationGramBudgetBytes = 64ull << 20;
 
 class CalibrationSet {
  public:

@@ -104,7 +104,9 @@ absl::Status DecodeToFloat(DType dtype, const void* src, size_t count,
   const auto* bytes = static_cast<const unsigned char*>(src);
   switch (dtype) {
     case DType::kF32:
-      std::memcpy(dst.data(), bytes, count * 4);
+      // A zero-element tensor decodes into an empty span whose data() may be
+      // null, and memcpy's pointers must be valid even for zero bytes.
+      if (count > 0) std::memcpy(dst.data(), bytes, count * 4);
       return absl::OkStatus();
     case DType::kF64:
       for (size_t i = 0; i < count; ++i) {
@@ -133,7 +135,7 @@ absl::Status EncodeFromFloat(DType dtype, absl::Span<const float> src,
   auto* bytes = static_cast<unsigned char*>(dst);
   switch (dtype) {
     case DType::kF32:
-      std::memcpy(bytes, src.data(), src.size() * 4);
+      if (!src.empty()) std::memcpy(bytes, src.data(), src.size() * 4);  // as in DecodeToFloat
       return absl::OkStatus();
     case DType::kF64:
       for (size_t i = 0; i < src.size(); ++i) {

@@ -28,18 +28,55 @@ def _batches(shape, count=3, seed=0):
     return [torch.randn(shape, generator=g) for _ in range(count)]
 
 
+# Unit roundoffs (half the machine epsilon) and Higham's gamma_n = n*u/(1-n*u),
+# the bound on the relative error of any n-term sum of products in that
+# precision, whatever the order or FMA use: the same on every CPU and BLAS kernel.
+U32, U64 = 2.0**-24, 2.0**-53
+
+
+def _gamma(n, u):
+    return n * u / (1 - n * u)
+
+
+def _assert_gram_within(got, rows, bound, what):
+    """got ≈ rowsᵀ·rows, elementwise within `bound` (float64 arrays)."""
+    want = rows.T @ rows
+    excess = np.abs(got - want) - bound
+    worst = np.unravel_index(np.argmax(excess), excess.shape)
+    assert (excess <= 0).all(), (
+        f"{what}: |got - want| exceeds the rounding bound at {worst}: "
+        f"{abs(got - want)[worst]:.3g} > {bound[worst]:.3g}")
+
+
 def test_linear_gram_is_sum_of_input_outer_products():
     model = models.build_mlp()
     batches = _batches(models.MLP_INPUT)
     stats = calibration.collect_gram(model, batches)
-    x = torch.cat(batches).double()
-    np.testing.assert_allclose(stats["fc1.weight"].gram, (x.T @ x).numpy(), rtol=1e-10)
-    assert stats["fc1.weight"].samples == x.shape[0]
-    # fc2's inputs batch by batch, as its hook sees them: float32 results of
-    # one GEMM over all rows may differ from three smaller ones in the last bit.
-    with torch.no_grad():
-        h1 = torch.cat([torch.relu(model.fc1(b)) for b in batches]).double()
-    np.testing.assert_allclose(stats["fc2.weight"].gram, (h1.T @ h1).numpy(), rtol=1e-6)
+    x = torch.cat(batches).double().numpy()
+    n = x.shape[0]
+    # fc1's inputs are the float32 batches themselves: both sides sum the same
+    # exact products (float32 × float32 fits float64) in float64, per batch or
+    # all at once, so each is within gamma_n(u64)·Σ|x_i||x_j| of the exact sum.
+    ax = np.abs(x)
+    _assert_gram_within(stats["fc1.weight"].gram, x, 2 * _gamma(n, U64) * (ax.T @ ax), "fc1")
+    assert stats["fc1.weight"].samples == n
+
+    # fc2's inputs h = relu(x·Wᵀ + b) are computed in float32, by the hook per
+    # batch and here on all rows at once; BLAS may sum the d_in products in
+    # another order (another kernel, FMA or not), so the two h differ. Each is
+    # within gamma_{d_in+1}(u32)·a of the exact value, a = |x|·|W|ᵀ + |b|, and
+    # relu does not widen a difference, so |h_hook - h| ≤ e·a, e = 2·gamma.
+    # Then |Σ h_hook_i h_hook_j - Σ h_i h_j| ≤ Σ e(a_i|h_j| + |h_i|a_j) + e²a_i a_j,
+    # and both float64 Gram sums add gamma_n(u64) of Σ|h_i||h_j| each.
+    fc1 = model.fc1
+    h = torch.relu(fc1(torch.cat(batches))).detach().double().numpy()
+    w, b = fc1.weight.detach().double().numpy(), fc1.bias.detach().double().numpy()
+    a = ax @ np.abs(w).T + np.abs(b)
+    e = 2 * _gamma(w.shape[1] + 1, U32)
+    ah = np.abs(h)
+    mixed = e * (a.T @ ah + ah.T @ a) + e * e * (a.T @ a)
+    bound = (1 + _gamma(n, U64)) * mixed + 2 * _gamma(n, U64) * (ah.T @ ah)
+    _assert_gram_within(stats["fc2.weight"].gram, h, bound * (1 + 1e-9), "fc2")
 
 
 def test_conv_gram_columns_line_up_with_the_flattened_weight():

@@ -163,6 +163,34 @@ TEST(CalibrationTest, ActivationsAndGramOfDifferentDimensionsAreInvalidArgument)
   EXPECT_THAT(set.status().message(), HasSubstr("dimension"));
 }
 
+// Fuzzing found that a few bytes of header could make the server allocate
+// any d x d Gram matrix: activations [1, 100000] (400 KB) asked for 40 GB,
+// [0, 2^32] for a product that wrapped around. The Gram matrices of a file
+// now get at most twice its size (at least kMinCalibrationGramBudgetBytes).
+TEST(CalibrationTest, ActivationsFarWiderThanTallAreRefusedBeforeTheirGramIsAllocated) {
+  const std::string file =
+      SafetensorsBuilder().F32("fc.weight", {1, 100000}, std::vector<float>(100000, 1.0f)).Build();
+  absl::StatusOr<CalibrationSet> set = ParseCalibration(file);
+  ASSERT_FALSE(set.ok());
+  EXPECT_EQ(set.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(set.status().message(), HasSubstr("'fc.weight' needs a 100000 x 100000"));
+  EXPECT_THAT(set.status().message(), HasSubstr("'<weight>.gram'"));
+
+  const std::string empty = SafetensorsBuilder().F32("fc.weight", {0, int64_t{1} << 32}, {}).Build();
+  set = ParseCalibration(empty);
+  ASSERT_FALSE(set.ok());
+  EXPECT_THAT(set.status().message(), HasSubstr("4294967296 x 4294967296"));
+}
+
+TEST(CalibrationTest, GramBudgetSpansAllWeightsOfTheFile) {
+  // Each [1, 1024] row asks for a 4 MiB Gram: 16 fit in the 64 MiB floor.
+  SafetensorsBuilder builder;
+  for (int i = 0; i < 17; ++i) builder.F32(absl::StrCat("w", i), {1, 1024}, std::vector<float>(1024, 1.0f));
+  absl::StatusOr<CalibrationSet> set = ParseCalibration(builder.Build());
+  ASSERT_FALSE(set.ok());
+  EXPECT_THAT(set.status().message(), HasSubstr("'w16' needs a 1024 x 1024"));
+}
+
 TEST(CalibrationTest, NotSafetensorsIsInvalidArgument) {
   absl::StatusOr<CalibrationSet> set = ParseCalibration("PK\x03\x04 a zip file");
   ASSERT_FALSE(set.ok());

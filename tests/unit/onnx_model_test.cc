@@ -319,5 +319,38 @@ TEST(OnnxModelTest, MutableProtoAndReindexSeeGraphEdits) {
   EXPECT_EQ((*model)->Read(0)->values.size(), 8u);
 }
 
+// A tensor with a 0 dimension has empty raw_data (or no typed values) and
+// reads into an empty vector, whose data() may be null: reading, comparing,
+// writing and serializing it must copy nothing (memcpy with a null pointer
+// is undefined even for zero bytes; UBSan reports it).
+TEST(OnnxModelTest, ZeroElementTensorsReadCompareWriteAndSerialize) {
+  for (Storage storage : {Storage::kRaw, Storage::kTyped}) {
+    onnx::ModelProto proto = EmptyModel();
+    onnx::GraphProto* graph = proto.mutable_graph();
+    *graph->add_initializer() = OnnxFloatTensor("W", {0, 4}, {}, storage);
+    onnx::TensorProto half = OnnxFloatTensor("H", {3, 0}, {}, storage);
+    half.set_data_type(onnx::TensorProto::FLOAT16);
+    *graph->add_initializer() = half;
+    AddNode(graph, "MatMul", {"x", "W"}, {"y"});
+    const std::string original = Serialized(proto);
+    for (bool packed : {false, true}) {
+      auto model = Parse(original);
+      ASSERT_NE(model, nullptr);
+      ASSERT_EQ(model->tensors().size(), 2u);
+      for (size_t i = 0; i < 2; ++i) {
+        tensor::FloatTensor values;  // fresh: its data() is null
+        ASSERT_TRUE(model->ReadInto(i, values).ok());
+        EXPECT_EQ(values.size(), 0u);
+        auto change = model->CompareWithStored(i, values.span());
+        ASSERT_TRUE(change.ok()) << change.status();
+        ASSERT_TRUE(model->Write(i, values, {Packing::kSparseBitmask}).ok());
+      }
+      auto out = model->Serialize({.packed = packed});
+      ASSERT_TRUE(out.ok()) << out.status();
+      EXPECT_EQ(*out, original);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace bonsai::formats

@@ -304,5 +304,35 @@ TEST(SafetensorsTest, EmptyTensorsAndGapsAreAccepted) {
   EXPECT_FALSE((*model)->tensors()[0].selected_by_default);  // nothing to prune
 }
 
+// A zero-element tensor has no bytes and reads into an empty vector, whose
+// data() may be null: every path must treat it as nothing to copy (passing
+// null to memcpy is undefined even for zero bytes; UBSan reports it).
+TEST(SafetensorsTest, ZeroElementTensorsReadCompareWriteAndSerialize) {
+  for (const char* dtype : {"F32", "F16", "BF16", "F64"}) {
+    SCOPED_TRACE(dtype);
+    const std::string file = SafetensorsBytes(
+        std::string(R"({"a":{"dtype":")") + dtype + R"(","shape":[0],"data_offsets":[0,0]},)" +
+            R"("b":{"dtype":")" + dtype + R"(","shape":[2,0,3],"data_offsets":[0,0]}})",
+        "");
+    for (bool packed : {false, true}) {
+      auto model = Parse(file);
+      ASSERT_NE(model, nullptr);
+      ASSERT_EQ(model->tensors().size(), 2u);
+      for (size_t i = 0; i < 2; ++i) {
+        tensor::FloatTensor values;  // fresh: its data() is null
+        ASSERT_TRUE(model->ReadInto(i, values).ok());
+        EXPECT_EQ(values.size(), 0u);
+        auto change = model->CompareWithStored(i, values.span());
+        ASSERT_TRUE(change.ok()) << change.status();
+        EXPECT_EQ(change->nonzero_before, 0u);
+        ASSERT_TRUE(model->Write(i, values, {Packing::kSparseBitmask}).ok());
+      }
+      auto out = model->Serialize({.packed = packed});
+      ASSERT_TRUE(out.ok()) << out.status();
+      EXPECT_EQ(*out, file);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace bonsai::formats
