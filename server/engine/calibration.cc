@@ -173,19 +173,49 @@ absl::StatusOr<uint64_t> ReadSamples(const formats::SafetensorsEntry& entry,
 
 }  // namespace
 
-const methods::CalibrationStats* CalibrationSet::Find(std::string_view weight_name) const {
-  auto it = stats_.find(absl::string_view(weight_name.data(), weight_name.size()));
-  return it == stats_.end() ? nullptr : &it->second;
+const std::string& CalibrationSet::Resolve(std::string_view weight_name) const {
+  static const std::string kNone;
+  const absl::string_view name(weight_name.data(), weight_name.size());
+  auto alias = alias_of_.find(name);
+  if (alias != alias_of_.end()) return alias->second;
+  auto it = stats_.find(name);
+  return it == stats_.end() ? kNone : it->first;
 }
 
-methods::CalibrationStats* CalibrationSet::Find(std::string_view weight_name) {
-  auto it = stats_.find(absl::string_view(weight_name.data(), weight_name.size()));
-  return it == stats_.end() ? nullptr : &it->second;
+const methods::CalibrationStats* CalibrationSet::Find(std::string_view weight_name) const {
+  const std::string& source = Resolve(weight_name);
+  auto it = stats_.find(source);
+  return source.empty() || it == stats_.end() ? nullptr : &it->second;
+}
+
+std::unique_ptr<methods::CalibrationStats> CalibrationSet::TakeForApply(
+    std::string_view weight_name) {
+  const std::string source = Resolve(weight_name);
+  auto it = stats_.find(source);
+  if (source.empty() || it == stats_.end()) return nullptr;
+  if (--users_[source] <= 0) {
+    auto last = std::make_unique<methods::CalibrationStats>(std::move(it->second));
+    stats_.erase(it);
+    return last;
+  }
+  return std::make_unique<methods::CalibrationStats>(it->second);
+}
+
+uint64_t CalibrationSet::bytes() const {
+  uint64_t total = 0, largest_shared = 0;
+  for (const auto& [name, stats] : stats_) {
+    const uint64_t bytes = stats.gram.size() * sizeof(float);
+    total += bytes;
+    auto users = users_.find(name);
+    if (users != users_.end() && users->second > 1) largest_shared = std::max(largest_shared, bytes);
+  }
+  return total + largest_shared;
 }
 
 std::vector<std::string> CalibrationSet::WeightNames() const {
   std::vector<std::string> names;
   for (const auto& [name, stats] : stats_) names.push_back(name);
+  for (const auto& [name, source] : alias_of_) names.push_back(name);
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -246,11 +276,12 @@ absl::StatusOr<CalibrationSet> ParseCalibration(std::string bytes) {
       }
     }
     acc.stats.samples = acc.gram_samples.value_or(0) + acc.activation_rows;
+    set.users_[weight] = 1;
     set.stats_.emplace(weight, std::move(acc.stats));
   }
   // Aliases: weights that read the same input (q/k/v, gate/up) share one
-  // Gram matrix in the file. Each gets its own copy, since a method may
-  // consume its statistics in place.
+  // Gram matrix in the file. A method may consume its statistics in place,
+  // so each user but the last gets a copy when it applies (TakeForApply).
   if (header->metadata.is_object()) {
     for (const auto& [key, value] : header->metadata.items()) {
       std::string weight;
@@ -266,8 +297,8 @@ absl::StatusOr<CalibrationSet> ParseCalibration(std::string bytes) {
                                     "', which has no Gram matrix or activations in the file; "
                                     "alias a weight whose statistics the file holds"));
       }
-      methods::CalibrationStats copy = it->second;
-      set.stats_.emplace(weight, std::move(copy));
+      set.alias_of_.emplace(weight, source);
+      ++set.users_[source];
     }
   }
   return set;

@@ -85,8 +85,10 @@ absl::Status RunObservationPasses(formats::Model& model, CompressionPlan& plan,
         if (auto s = model.ReadInto(index, values); !s.ok()) return s;
         auto core = TakeCore(cores, cancel);
         if (!core.ok()) return core.status();
-        methods::WeightTensor weight{&tensors[index], &values, plan.sparsity_of_tensor[index],
-                                     calibration.Find(tensors[index].name)};
+        // Observation reads the statistics; only Apply may consume them.
+        methods::WeightTensor weight{
+            &tensors[index], &values, plan.sparsity_of_tensor[index],
+            const_cast<methods::CalibrationStats*>(calibration.Find(tensors[index].name))};
         group.method->Observe(pass, weight);
         meter.Advance(tensors[index].params, tensors[index].name);
       }
@@ -111,8 +113,8 @@ absl::Status ApplyMethods(formats::Model& model, CompressionPlan& plan,
     if (auto s = model.ReadInto(index, values); !s.ok()) return s;
     auto core = TakeCore(cores, cancel);
     if (!core.ok()) return core.status();
-    methods::WeightTensor weight{&info, &values, plan.sparsity_of_tensor[index],
-                                 calibration.Find(info.name)};
+    std::unique_ptr<methods::CalibrationStats> stats = calibration.TakeForApply(info.name);
+    methods::WeightTensor weight{&info, &values, plan.sparsity_of_tensor[index], stats.get()};
     const methods::ProgressTick tick = [&](double fraction) {
       meter.Within(info.params, fraction, info.name);
       return !cancel.cancelled();

@@ -96,7 +96,7 @@ TEST(CalibrationTest, SampleCountFromMetadataOrFloatTensor) {
   EXPECT_EQ(set->Find("b")->samples, 7u);
 }
 
-TEST(CalibrationTest, WeightsThatReadTheSameInputShareOneGramMatrixEachWithItsOwnCopy) {
+TEST(CalibrationTest, WeightsThatReadTheSameInputShareOneGramMatrixAndEachApplyGetsItsOwn) {
   const std::string file = SafetensorsBuilder()
                                .F32("q.gram", {2, 2}, {4, 1, 1, 3})
                                .Metadata("q.samples", "5")
@@ -110,9 +110,26 @@ TEST(CalibrationTest, WeightsThatReadTheSameInputShareOneGramMatrixEachWithItsOw
     EXPECT_THAT(set->Find(name)->gram, ElementsAre(4, 1, 1, 3)) << name;
     EXPECT_EQ(set->Find(name)->samples, 5u) << name;
   }
-  // A method may consume its statistics in place: the others keep theirs.
-  set->Find("q")->gram.assign(4, 0.0f);
-  EXPECT_THAT(set->Find("k")->gram, ElementsAre(4, 1, 1, 3));
+  // A method may consume its statistics in place: the others keep theirs,
+  // and the last user gets the stored matrix itself (no copy).
+  const float* stored = set->Find("q")->gram.data();
+  auto q = set->TakeForApply("q");
+  q->gram.assign(4, 0.0f);
+  auto k = set->TakeForApply("k");
+  EXPECT_THAT(k->gram, ElementsAre(4, 1, 1, 3));
+  auto v = set->TakeForApply("v");
+  EXPECT_THAT(v->gram, ElementsAre(4, 1, 1, 3));
+  EXPECT_EQ(v->gram.data(), stored);
+  EXPECT_EQ(set->TakeForApply("v"), nullptr);
+}
+
+TEST(CalibrationTest, ManyAliasesOfOneMatrixCostNoMemoryUntilUsed) {
+  SafetensorsBuilder builder;
+  builder.F32("q.gram", {2, 2}, {4, 1, 1, 3});
+  for (int i = 0; i < 10000; ++i) builder.Metadata("w" + std::to_string(i) + ".gram_of", "q");
+  absl::StatusOr<CalibrationSet> set = ParseCalibration(builder.Build());
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->bytes(), 2 * 16u) << "the matrix and one working copy";
 }
 
 TEST(CalibrationTest, AnAliasOfAWeightWithoutStatisticsIsInvalidArgument) {
