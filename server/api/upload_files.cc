@@ -76,9 +76,11 @@ absl::Status UploadFiles::Declare(
         HumanBytes(spool.limit()), ", --max_spool_bytes); retry later or on another replica"));
   }
   spool_room_ = *std::move(reservation);
+  auto activity = std::make_shared<storage::UploadActivity>();
   for (const v1::FileDeclaration& file : files) {
     auto data = storage::SpoolFile::Create(options_.spool_dir, file.name(), file.size_bytes());
     if (!data.ok()) return data.status();
+    (*data)->set_activity(activity);
     files_.push_back({file, *std::move(data)});
   }
   if (calibration_bytes > 0) {
@@ -87,6 +89,7 @@ absl::Status UploadFiles::Declare(
     declaration.set_size_bytes(calibration_bytes);
     auto data = storage::SpoolFile::Create(options_.spool_dir, "calibration", calibration_bytes);
     if (!data.ok()) return data.status();
+    (*data)->set_activity(activity);
     calibration_ = Upload{declaration, *std::move(data)};
   }
   declared_bytes_ = total + calibration_bytes;

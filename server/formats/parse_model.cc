@@ -56,25 +56,25 @@ absl::StatusOr<std::unique_ptr<Model>> OpenModelFile(InputFile input) {
   if (auto status = input.ReadAt(0, absl::MakeSpan(head.data(), head.size())); !status.ok()) {
     return status;
   }
-  if (LooksLikePyTorch(head)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        input.name(), " looks like a PyTorch checkpoint (pickle/zip); bonsai does not unpickle "
-        "uploads. Save the weights with safetensors (safetensors.torch.save_file) or export to "
-        "ONNX (torch.onnx.export)"));
-  }
+  const absl::Status pytorch = absl::InvalidArgumentError(absl::StrCat(
+      input.name(), " looks like a PyTorch checkpoint (pickle/zip); bonsai does not unpickle "
+      "uploads. Save the weights with safetensors (safetensors.torch.save_file) or export to "
+      "ONNX (torch.onnx.export)"));
+  // Safetensors first: a header of 640, 896, 1152 or 1408 bytes starts with
+  // the same two bytes as a pickle (0x80, 2..5).
   if (LooksLikeSafetensors(head)) {
     auto model = SafetensorsModel::Open(input);
-    if (model.ok() || input.size() > static_cast<size_t>(INT32_MAX)) {
-      if (!model.ok()) return model.status();
-      return std::unique_ptr<Model>(*std::move(model));
-    }
+    if (model.ok()) return std::unique_ptr<Model>(*std::move(model));
+    if (!absl::IsInvalidArgument(model.status())) return model.status();
+    if (LooksLikePyTorch(head)) return pytorch;
+    if (input.size() > static_cast<size_t>(INT32_MAX)) return model.status();
     // A protobuf can have '{' at offset 8 by chance; only when the bytes are
     // not ONNX either is the safetensors error the useful one.
-    if (!absl::IsInvalidArgument(model.status())) return model.status();
     auto onnx = OnnxModel::Open(input);
     if (onnx.ok()) return std::unique_ptr<Model>(*std::move(onnx));
     return model.status();
   }
+  if (LooksLikePyTorch(head)) return pytorch;
   if (input.size() > static_cast<size_t>(INT32_MAX)) {
     return absl::InvalidArgumentError(absl::StrCat(
         input.name(), " (", input.size(), " bytes) is not a safetensors file, and an ONNX model "

@@ -75,6 +75,7 @@ absl::Status SpoolFile::Append(std::string_view bytes) {
     absl::MutexLock lock(&mu_);
     size_ += bytes.size();
   }
+  if (activity_) activity_->Touch();
   Changed();
   return absl::OkStatus();
 }
@@ -134,7 +135,9 @@ absl::Status SpoolFile::WaitFor(uint64_t end, const std::function<bool()>& cance
     if (size_ != seen) {
       seen = size_;
       last_growth = absl::Now();
-    } else if (absl::Now() - last_growth > idle) {
+    }
+    if (activity_ && activity_->last() > last_growth) last_growth = activity_->last();
+    if (absl::Now() - last_growth > idle) {
       return absl::DeadlineExceededError(absl::StrCat(
           "no byte of ", name_, " arrived for ", absl::FormatDuration(idle),
           "; the upload stalled (--receive_idle_timeout_seconds)"));

@@ -7,6 +7,7 @@
 #ifndef BONSAI_SERVER_STORAGE_SPOOL_FILE_H_
 #define BONSAI_SERVER_STORAGE_SPOOL_FILE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -21,6 +22,18 @@
 #include "absl/types/span.h"
 
 namespace bonsai::storage {
+
+// When any file of one upload last received a byte: a client may send the
+// files one after another, so a file that waits for its turn is not stalled
+// while the upload as a whole moves.
+class UploadActivity {
+ public:
+  void Touch() { last_ = absl::ToUnixNanos(absl::Now()); }
+  absl::Time last() const { return absl::FromUnixNanos(last_.load()); }
+
+ private:
+  std::atomic<int64_t> last_{absl::ToUnixNanos(absl::Now())};
+};
 
 class SpoolFile {
  public:
@@ -47,6 +60,9 @@ class SpoolFile {
   // Called (with no lock held) after each Append/Complete/Fail: the sender
   // of an output file uses it to wake up. Set before the first Append.
   void set_on_change(std::function<void()> on_change) { on_change_ = std::move(on_change); }
+  // Shares an upload-wide clock: each Append touches it, and WaitFor's idle
+  // timeout counts from the upload's last byte, not this file's.
+  void set_activity(std::shared_ptr<UploadActivity> activity) { activity_ = std::move(activity); }
 
   // Reader side.
   uint64_t size() const;     // bytes written so far
@@ -54,7 +70,8 @@ class SpoolFile {
   absl::Status failure() const;  // OK unless Fail was called
   // Waits until [0, end) is written. OUT_OF_RANGE when the file completed
   // shorter, the writer's failure when it failed, DEADLINE_EXCEEDED when no
-  // byte arrived for `idle` (the writer stalled), and CANCELLED when
+  // byte arrived for `idle` (in this file or, with an activity clock, in
+  // any file of its upload: the writer stalled), and CANCELLED when
   // `cancelled()` turns true (polled a few times a second).
   absl::Status WaitFor(uint64_t end, const std::function<bool()>& cancelled,
                        absl::Duration idle = absl::InfiniteDuration()) const;
@@ -71,6 +88,7 @@ class SpoolFile {
   const std::string name_;
   const uint64_t expected_size_;
   std::function<void()> on_change_;
+  std::shared_ptr<UploadActivity> activity_;
   mutable absl::Mutex mu_;
   uint64_t size_ ABSL_GUARDED_BY(mu_) = 0;
   bool complete_ ABSL_GUARDED_BY(mu_) = false;

@@ -79,3 +79,22 @@ TEST(ParseModelTest, UnknownBytesListSupportedFormats) {
 
 }  // namespace
 }  // namespace bonsai::formats
+
+namespace bonsai::formats {
+namespace {
+
+// A header of 640 bytes begins 0x80 0x02, as a pickle does: still safetensors.
+TEST(ParseModelTest, SafetensorsWhoseHeaderLengthLooksLikeAPickleIsSafetensors) {
+  std::string header = R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  header.append(640 - header.size(), ' ');
+  std::string file(8, '\0');
+  file[0] = static_cast<char>(0x80);
+  file[1] = 0x02;
+  file += header + std::string(4, '\0');
+  auto model = ParseModel(file);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->format(), Format::kSafetensors);
+}
+
+}  // namespace
+}  // namespace bonsai::formats

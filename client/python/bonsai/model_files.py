@@ -94,4 +94,15 @@ def output_paths(files: List[ModelFile], model: ModelInput, output_path) -> Opti
     if os.path.isdir(out):
         raise IsADirectoryError(f"the model is a file, so the output must be a file path: {out} is a folder")
     folder = os.path.dirname(os.path.abspath(out))
-    return [out] + [os.path.join(folder, *f.name.split("/")) for f in files[1:]]
+    paths = [out] + [os.path.join(folder, *f.name.split("/")) for f in files[1:]]
+    # The .onnx names its data files, so they keep their names beside the
+    # output: beside the input, that would overwrite the input's own data.
+    if isinstance(model, (str, os.PathLike)):
+        source = os.path.dirname(os.path.abspath(os.fspath(model)))
+        for f, path in zip(files[1:], paths[1:]):
+            original = os.path.join(source, *f.name.split("/"))
+            if os.path.exists(path) and os.path.samefile(path, original):
+                raise FileExistsError(
+                    f"the output's data file {path} would overwrite the input's ({f.name} keeps its name, "
+                    f"since the .onnx file names it); write the output into another folder")
+    return paths
