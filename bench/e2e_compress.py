@@ -75,6 +75,14 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class CliFailed(RuntimeError):
+    """`python3 -m bonsai compress` exited non-zero; its stderr says why."""
+
+    def __init__(self, returncode: int, stderr: str, server_log: str):
+        super().__init__(f"bonsai compress failed ({returncode}): {stderr}\n{server_log}")
+        self.returncode, self.stderr = returncode, stderr
+
+
 def run_once(model: str, out: str, sparsity: float, server_binary: str) -> dict:
     server = BonsaiServer(binary=server_binary).start()
     try:
@@ -92,7 +100,7 @@ def run_once(model: str, out: str, sparsity: float, server_binary: str) -> dict:
             server_cpu = server_cpu_seconds(server.pid) - server_cpu
             client_cpu = children_cpu_seconds() - client_cpu
         if done.returncode != 0:
-            raise RuntimeError(f"bonsai compress failed ({done.returncode}): {done.stderr}\n{server.log()}")
+            raise CliFailed(done.returncode, done.stderr, server.log())
         hwm_kib = proc_status_kib(server.pid, "VmHWM")
         server.check_alive()
         with open(report_path) as f:

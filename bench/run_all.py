@@ -4,7 +4,9 @@ writes everything measured to BUILD_DIR/bench-results.json.
 
 Builds nothing (make bench builds first). Timings are figures, never
 assertions: a missed bar is reported, not failed; the exit status is
-non-zero only when a benchmark broke or computed a wrong result.
+non-zero only when a benchmark broke or computed a wrong result. A benchmark
+whose feature is not there yet (sharded, until the CLI takes folders) shows
+SKIPPED in its row and says why under the table.
 
     bench/run_all.py --build-dir build [--quick] [--only engine,e2e,...]
 """
@@ -26,6 +28,7 @@ sys.path.insert(0, HERE)
 import bench_model  # noqa: E402
 
 MIB = 1 << 20
+GIB = 1 << 30
 TIMEOUT = 3600  # seconds per benchmark program: they end by themselves, this is a backstop
 
 
@@ -48,6 +51,7 @@ class Context:
     env: Dict[str, str]
     shapes: Dict[str, tuple]
     results: Dict = field(default_factory=dict)  # shared between benchmarks (torch timing)
+    skipped: Dict[str, str] = field(default_factory=dict)  # benchmark -> why it could not run
 
 
 def run_json(command: List[str], env: Dict[str, str]) -> dict:
@@ -178,6 +182,35 @@ def e2e_baselines(ctx: Context, model: str) -> tuple:
     return echo, script
 
 
+# ------------------------------------------------------------ issue 8: sharded checkpoints
+
+def bench_sharded(ctx: Context) -> List[Row]:
+    total, shards, hidden, intermediate, vocab = ctx.shapes["sharded"]
+    label = f"{total / GIB:.3g} GiB HF folder, {shards} BF16 shards"
+    result = run_json([sys.executable, os.path.join(HERE, "e2e_sharded.py"), "--total-bytes", str(total),
+                       "--shards", str(shards), "--hidden", str(hidden), "--intermediate", str(intermediate),
+                       "--vocab", str(vocab), "--work-dir", ctx.data_dir, "--server", ctx.env["BONSAI_SERVER"]],
+                      ctx.env)
+    ctx.results["sharded"] = result
+    if "skipped" in result:
+        ctx.skipped["sharded"] = result["skipped"]
+        return [Row(f"sharded: python3 -m bonsai compress FOLDER -o FOLDER, {label}", "SKIPPED", "-", None,
+                    "server VmHWM < 1 GiB", None)]
+    if result["output_problems"]:
+        raise RuntimeError(f"sharded output folder: {'; '.join(result['output_problems'])}")
+    if not result["zeros_ok"]:
+        raise RuntimeError(f"sharded output has {result['zeros']} zeros, expected {result['expected_zeros']} "
+                           "(one global threshold over every shard's selected tensors)")
+    hwm, size = result["vm_hwm_bytes"], result["input_bytes"]
+    return [
+        Row(f"sharded: python3 -m bonsai compress FOLDER -o FOLDER, {label}, global 0.5, throughput",
+            f"{result['throughput_mb_s']:.1f} MB/s", f"{size / 1e6:.0f} MB in {seconds(result['seconds'])}",
+            None, "-", None, {"bonsai": result}),
+        Row("sharded: peak server memory (VmHWM)", f"{hwm / MIB:.0f} MiB", f"model {size / MIB:.0f} MiB",
+            hwm / size, "< 1 GiB", hwm < GIB),
+    ]
+
+
 # ------------------------------------------------------------ issue 3 methods
 
 def bench_elementwise(ctx: Context) -> List[Row]:
@@ -237,8 +270,9 @@ BENCHMARKS: Dict[str, Callable[[Context], List[Row]]] = {
     "engine": bench_engine,
     "elementwise": bench_elementwise,
     "sparsegpt": bench_sparsegpt,
+    "sharded": bench_sharded,
 }
-DISPLAY = ["engine", "e2e", "elementwise", "sparsegpt"]
+DISPLAY = ["engine", "e2e", "sharded", "elementwise", "sparsegpt"]
 
 
 def format_table(rows: List[Row]) -> str:
@@ -263,9 +297,12 @@ def main() -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.join(REPO, "client", "python"),
                                                       env.get("PYTHONPATH")]))
     env.setdefault("BONSAI_SERVER", os.path.join(build_dir, "bin", "bonsai-server"))
-    shapes = {"global": (6, 1024, 1024), "elementwise": (2, 1024, 1024), "sparsegpt": (512, 512, 512)} \
+    # sharded: (total bytes, shards, hidden, intermediate, vocab)
+    shapes = {"global": (6, 1024, 1024), "elementwise": (2, 1024, 1024), "sparsegpt": (512, 512, 512),
+              "sharded": (128 * MIB, 4, 1024, 2816, 8000)} \
         if args.quick else \
-        {"global": (6, 4096, 4096), "elementwise": (4, 4096, 4096), "sparsegpt": (4096, 4096, 4096)}
+        {"global": (6, 4096, 4096), "elementwise": (4, 4096, 4096), "sparsegpt": (4096, 4096, 4096),
+         "sharded": (8 * GIB, 16, 4096, 11008, 32000)}
     ctx = Context(build_dir, args.quick, os.path.join(build_dir, "bench-data"), env, shapes)
 
     selected = [name for name in BENCHMARKS if not args.only or name in args.only.split(",")]
@@ -283,11 +320,13 @@ def main() -> int:
     rows = [row for name in DISPLAY for row in rows_of.get(name, [])]
     print()
     print(format_table(rows))
+    for name, reason in ctx.skipped.items():
+        print(f"\n{name} SKIPPED: {reason}")
     for name, error in errors.items():
         print(f"\n{name} FAILED: {error}")
     results = {"quick": args.quick, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                "seconds": time.time() - started, "rows": [asdict(r) for r in rows], "errors": errors,
-               "raw": ctx.results}
+               "skipped": ctx.skipped, "raw": ctx.results}
     path = os.path.join(build_dir, "bench-results.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=1)
