@@ -30,15 +30,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def proc_status_bytes(pid: int, field: str) -> int:
+    """A kB field of /proc/PID/status (VmRSS, VmHWM, ...) in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/{pid}/status (has the process exited?)")
+
+
 class ServerCrashed(RuntimeError):
     pass
 
 
 class BonsaiServer:
-    """One server process. `flags` are appended after the defaults, so they win."""
+    """One server process. `flags` are appended after the defaults, so they win.
 
-    def __init__(self, flags: Sequence[str] = (), workers: int = 2, binary: Optional[str] = None):
+    `wrapper` is an argv the server is started through (e.g. memory_limit's
+    cgroup attach); it must exec the server, so that `pid` stays the server's.
+    """
+
+    def __init__(self, flags: Sequence[str] = (), workers: int = 2, binary: Optional[str] = None,
+                 wrapper: Sequence[str] = ()):
         self.binary = binary or server_binary()
+        self.wrapper = list(wrapper)
         self.port = free_port()
         self.metrics_port = free_port()
         self.target = f"127.0.0.1:{self.port}"
@@ -55,7 +70,7 @@ class BonsaiServer:
     def start(self) -> "BonsaiServer":
         if not os.access(self.binary, os.X_OK):
             raise FileNotFoundError(f"no bonsai-server at {self.binary}: build it (make build) or set BONSAI_SERVER")
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.wrapper + self.args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._wait_ready()
         return self
 
@@ -82,11 +97,11 @@ class BonsaiServer:
             raise ServerCrashed(f"bonsai-server died with status {self.proc.returncode}:\n{self.log()}")
 
     def rss_bytes(self) -> int:
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS in /proc status")
+        return proc_status_bytes(self.pid, "VmRSS")
+
+    def vm_hwm_bytes(self) -> int:
+        """The server's peak resident memory so far (while it runs)."""
+        return proc_status_bytes(self.pid, "VmHWM")
 
     def log(self, tail: int = 8000) -> str:
         self._log.flush()
