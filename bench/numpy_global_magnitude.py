@@ -31,12 +31,11 @@ DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}
 
 
 def read_model(path: str):
-    """The file as one writable buffer and a view per tensor into it."""
-    with open(path, "rb") as f:
-        data = bytearray(f.read())
+    """The file as one writable uint8 array and a view per tensor into it."""
+    data = np.fromfile(path, dtype=np.uint8)
     (header_length,) = struct.unpack_from("<Q", data, 0)
-    header = json.loads(bytes(data[8:8 + header_length]))
-    base = 8 + header_length
+    header = json.loads(data[8:8 + header_length].tobytes())
+    base = 8 + header_length  # a multiple of 8: writers pad the header so tensors stay aligned
     weights = []
     for name, entry in header.items():
         if name == "__metadata__":
@@ -44,15 +43,17 @@ def read_model(path: str):
         if entry["dtype"] not in DTYPES:
             raise ValueError(f"{name}: dtype {entry['dtype']} is not one of {sorted(DTYPES)}")
         begin, end = entry["data_offsets"]
-        dtype = np.dtype(DTYPES[entry["dtype"]])
-        weights.append(np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize,
-                                     offset=base + begin))
+        weights.append(data[base + begin:base + end].view(DTYPES[entry["dtype"]]))
     return data, weights
 
 
 def prune(weights, sparsity: float) -> int:
     """Zeroes the round(sparsity * n) smallest |w| over all tensors; returns that count."""
-    magnitudes = np.concatenate([np.abs(w) for w in weights])
+    magnitudes = np.empty(sum(w.size for w in weights), dtype=np.result_type(*weights))
+    start = 0
+    for w in weights:
+        np.abs(w, out=magnitudes[start:start + w.size])
+        start += w.size
     k = int(np.rint(sparsity * magnitudes.size))
     if k == 0:
         return 0
@@ -76,8 +77,7 @@ def run_once(model: str, out: str, sparsity: float) -> dict:
     t1 = time.perf_counter()
     pruned = prune(weights, sparsity)
     t2 = time.perf_counter()
-    with open(out, "wb") as f:
-        f.write(data)
+    data.tofile(out)
     t3 = time.perf_counter()
     return {"read_seconds": t1 - t0, "prune_seconds": t2 - t1, "write_seconds": t3 - t2,
             "pruned": pruned, "params": int(sum(w.size for w in weights))}
