@@ -83,8 +83,8 @@ class CliFailed(RuntimeError):
         self.returncode, self.stderr = returncode, stderr
 
 
-def run_once(model: str, out: str, sparsity: float, server_binary: str) -> dict:
-    server = BonsaiServer(binary=server_binary).start()
+def run_once(model: str, out: str, sparsity: float, server_binary: str, server_flags=()) -> dict:
+    server = BonsaiServer(server_flags, binary=server_binary).start()
     try:
         idle_hwm = proc_status_kib(server.pid, "VmHWM")
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as report_file:
