@@ -42,3 +42,13 @@ def load(path: str) -> Dict[str, np.ndarray]:
         arrays[name] = np.memmap(path, dtype="<f4", mode="r", offset=base + begin,
                                  shape=tuple(entry["shape"]))
     return arrays
+
+
+def expected_zeros(path: str, sparsity: float) -> int:
+    """The zeros a global magnitude pruning of every tensor must leave."""
+    n = sum(a.size for a in load(path).values())
+    return int(np.rint(sparsity * n))  # as tensor::PruneCount: round half to even on .5
+
+
+def count_zeros(path: str) -> int:
+    return int(sum(int(np.count_nonzero(a == 0)) for a in load(path).values()))

@@ -21,8 +21,6 @@ import tempfile
 import threading
 import time
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
@@ -77,17 +75,16 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def expected_zeros(path: str, sparsity: float) -> int:
-    n = sum(a.size for a in bench_model.load(path).values())
-    return int(np.rint(sparsity * n))  # as tensor::PruneCount: round half to even on .5
+class CliFailed(RuntimeError):
+    """`python3 -m bonsai compress` exited non-zero; its stderr says why."""
+
+    def __init__(self, returncode: int, stderr: str, server_log: str):
+        super().__init__(f"bonsai compress failed ({returncode}): {stderr}\n{server_log}")
+        self.returncode, self.stderr = returncode, stderr
 
 
-def count_zeros(path: str) -> int:
-    return int(sum(int(np.count_nonzero(a == 0)) for a in bench_model.load(path).values()))
-
-
-def run_once(model: str, out: str, sparsity: float, server_binary: str) -> dict:
-    server = BonsaiServer(binary=server_binary).start()
+def run_once(model: str, out: str, sparsity: float, server_binary: str, server_flags=()) -> dict:
+    server = BonsaiServer(server_flags, binary=server_binary).start()
     try:
         idle_hwm = proc_status_kib(server.pid, "VmHWM")
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as report_file:
@@ -103,7 +100,7 @@ def run_once(model: str, out: str, sparsity: float, server_binary: str) -> dict:
             server_cpu = server_cpu_seconds(server.pid) - server_cpu
             client_cpu = children_cpu_seconds() - client_cpu
         if done.returncode != 0:
-            raise RuntimeError(f"bonsai compress failed ({done.returncode}): {done.stderr}\n{server.log()}")
+            raise CliFailed(done.returncode, done.stderr, server.log())
         hwm_kib = proc_status_kib(server.pid, "VmHWM")
         server.check_alive()
         with open(report_path) as f:
@@ -131,7 +128,8 @@ def main() -> None:
     runs = [run_once(args.model, args.out, args.sparsity, args.server) for _ in range(args.repeats)]
     best = min(runs, key=lambda r: r["seconds"])
     model_bytes = os.path.getsize(args.model)
-    zeros, expected = count_zeros(args.out), expected_zeros(args.model, args.sparsity)
+    zeros = bench_model.count_zeros(args.out)
+    expected = bench_model.expected_zeros(args.model, args.sparsity)
     print(json.dumps({
         "seconds": best["seconds"], "runs": [r["seconds"] for r in runs],
         "cpu_seconds": min(r["cpu_seconds"] for r in runs),
