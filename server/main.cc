@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/api/active_calls.h"
 #include "server/api/compressor_service.h"
+#include "server/api/server_credentials.h"
 #include "server/engine/job_scheduler.h"
 #include "server/observability/grpc_metrics_interceptor.h"
 #include "server/observability/log.h"
@@ -54,6 +55,13 @@ ABSL_FLAG(double, receive_idle_timeout_seconds, 60,
 ABSL_FLAG(int, shutdown_grace_seconds, 30,
           "on SIGTERM/SIGINT, how long running jobs may take to finish before they are "
           "cancelled with UNAVAILABLE");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain of the gRPC port; with --tls_key_file the port serves TLS "
+          "(the metrics endpoint stays plaintext). Empty: plaintext");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA certificate(s); when set, clients must present a certificate signed by one "
+          "of them (mutual TLS)");
 
 namespace {
 
@@ -123,6 +131,16 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // Checked before anything listens: a TLS mistake is a start-up error, never
+  // a server that quietly serves plaintext.
+  const auto port_credentials = bonsai::api::BuildPortCredentials(
+      {absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
+       absl::GetFlag(FLAGS_tls_client_ca_file)});
+  if (!port_credentials.ok()) {
+    bonsai::observability::LogError(std::string(port_credentials.status().message()));
+    return 1;
+  }
+
   const int workers = WorkerCount();
   int max_queued = absl::GetFlag(FLAGS_max_queued_jobs);
   if (max_queued < 0) max_queued = 2 * workers;
@@ -163,7 +181,7 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), port_credentials->credentials, &port);
   builder.RegisterService(&service);
   builder.experimental().SetInterceptorCreators(bonsai::observability::MakeServerInterceptors());
   // Chunks are limited to 4 MiB by the handler, which says so clearly; the
@@ -185,12 +203,12 @@ int main(int argc, char** argv) {
   host = host.substr(0, host.rfind(':'));
   std::printf(
       "bonsai-server ready on %s:%d (workers=%d, max_queued_jobs=%d, max_memory_bytes=%llu, "
-      "spool=%s, max_spool_bytes=%llu, metrics=%s)\n",
+      "spool=%s, max_spool_bytes=%llu, tls=%s, metrics=%s)\n",
       host.c_str(), port, workers, max_queued, static_cast<unsigned long long>(memory_bytes),
       spool_dir.c_str(), static_cast<unsigned long long>(spool_bytes),
-              absl::GetFlag(FLAGS_metrics_listen).empty()
-                  ? "off"
-                  : absl::GetFlag(FLAGS_metrics_listen).c_str());
+      std::string(bonsai::api::TlsModeName(port_credentials->mode)).c_str(),
+      absl::GetFlag(FLAGS_metrics_listen).empty() ? "off"
+                                                  : absl::GetFlag(FLAGS_metrics_listen).c_str());
   std::fflush(stdout);
 
   std::thread signal_thread([&] {

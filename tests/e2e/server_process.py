@@ -48,11 +48,14 @@ class BonsaiServer:
 
     `wrapper` is an argv the server is started through (e.g. memory_limit's
     cgroup attach); it must exec the server, so that `pid` stays the server's.
+    `channel_credentials` is what the readiness check connects with, for a
+    server started with TLS flags.
     """
 
     def __init__(self, flags: Sequence[str] = (), workers: int = 2, binary: Optional[str] = None,
-                 wrapper: Sequence[str] = ()):
+                 wrapper: Sequence[str] = (), channel_credentials: Optional[grpc.ChannelCredentials] = None):
         self.binary = binary or server_binary()
+        self.channel_credentials = channel_credentials
         self.wrapper = list(wrapper)
         self.port = free_port()
         self.metrics_port = free_port()
@@ -78,7 +81,11 @@ class BonsaiServer:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
-        with grpc.insecure_channel(self.target) as channel:
+        if self.channel_credentials is None:
+            channel = grpc.insecure_channel(self.target)
+        else:
+            channel = grpc.secure_channel(self.target, self.channel_credentials)
+        with channel:
             stub = pb_grpc.CompressorStub(channel)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:

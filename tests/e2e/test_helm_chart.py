@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import urllib.request
 
@@ -27,6 +28,7 @@ import yaml
 import k8s_schema
 from prometheus_process import promtool
 from server_process import BonsaiServer, free_port, server_binary
+from tls_certs import make_pki
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CHART = os.path.join(REPO, "deploy", "helm", "bonsai")
@@ -168,6 +170,10 @@ def test_values_match_the_schema(scenario):
     {"resources": {"limits": {"memory": "lots"}}},
     {"metrics": {"serviceMonitor": {"enabled": "yes"}}},
     {"server": {"extraArgs": ["not-a-flag"]}},
+    {"tls": {"enabled": True}},
+    {"tls": {"mutual": True}},
+    {"tls": {"enabled": True, "secretName": "Not_A_Name"}},
+    {"tls": {"enable": True}},
 ], ids=lambda c: json.dumps(c))
 def test_schema_rejects_wrong_values(change):
     with open(os.path.join(CHART, "values.schema.json")) as f:
@@ -255,7 +261,8 @@ def test_services_probes_and_monitors_point_at_named_ports(rendered, scenario):
     assert flags["metrics_listen"].rsplit(":", 1)[1] == str(ports["metrics"])
     for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
         if kind in c:
-            assert c[kind]["grpc"]["port"] == ports["grpc"], kind
+            action = c[kind].get("grpc") or c[kind]["tcpSocket"]  # tcpSocket with TLS
+            assert action["port"] == ports["grpc"], kind
     pod_labels = one(out, "Deployment")["spec"]["template"]["metadata"]["labels"]
     for svc in objects(out, "Service"):
         assert all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items())
@@ -299,6 +306,71 @@ def test_hpa_scales_on_cpu_and_optionally_queue_depth(rendered):
     assert "replicas" not in one(rendered["all-features-values.yaml"], "Deployment")["spec"]
     hpa = one(rendered["open-network-values.yaml"], "HorizontalPodAutoscaler")
     assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource"]
+
+
+# ---------------------------------------------------------------- TLS
+
+TLS_DIR = "/etc/bonsai/tls"
+PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
+
+
+def test_tls_mounts_the_secret_read_only_and_passes_its_files_as_flags(rendered):
+    out = rendered["tls-values.yaml"]
+    pod = one(out, "Deployment")["spec"]["template"]["spec"]
+    c = deployment_container(out)
+    volume = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert volume == [{"name": "tls", "secret": {"secretName": "bonsai-tls", "defaultMode": 0o440}}]
+    assert {"name": "tls", "mountPath": TLS_DIR, "readOnly": True} in c["volumeMounts"]
+    flags = flag_values(c)
+    assert flags["tls_cert_file"] == f"{TLS_DIR}/tls.crt"  # the names cert-manager writes
+    assert flags["tls_key_file"] == f"{TLS_DIR}/tls.key"
+    assert flags["tls_client_ca_file"] == f"{TLS_DIR}/ca.crt"
+
+
+def test_tls_probes_are_tcp_checks_of_the_grpc_port(rendered):
+    """The kubelet's gRPC probe speaks plaintext only: against a TLS port it
+    would fail forever and the pods would never be ready."""
+    c = deployment_container(rendered["tls-values.yaml"])
+    grpc_port = {p["name"]: p["containerPort"] for p in c["ports"]}["grpc"]
+    for kind in PROBES:
+        assert "grpc" not in c[kind], kind
+        assert c[kind]["tcpSocket"] == {"port": grpc_port}, kind
+    notes = rendered["tls-values.yaml"]["notes"]
+    assert "--tls-ca ca.crt" in notes and "--tls-cert client.crt" in notes and "rollout restart" in notes
+
+
+def test_tls_without_mutual_asks_for_no_client_certificates(renderer, tmp_path):
+    values = tmp_path / "tls.yaml"
+    values.write_text("tls:\n  enabled: true\n  secretName: bonsai-tls\n")
+    out = render(renderer, [str(values)])
+    flags = flag_values(deployment_container(out))
+    assert flags["tls_cert_file"] == f"{TLS_DIR}/tls.crt" and "tls_client_ca_file" not in flags
+    assert "--tls-ca ca.crt" in out["notes"] and "--tls-cert" not in out["notes"]
+
+
+def test_tls_off_leaves_the_deployment_as_it_was(renderer, rendered, tmp_path):
+    deployment = one(rendered["default"], "Deployment")
+    c = deployment_container(rendered["default"])
+    assert not any(a.startswith("--tls") for a in c["args"])
+    assert all(v["name"] != "tls" for v in deployment["spec"]["template"]["spec"]["volumes"])
+    assert all(m["name"] != "tls" for m in c["volumeMounts"])
+    for kind in PROBES:
+        assert set(c[kind]) >= {"grpc"} and "tcpSocket" not in c[kind], kind
+    # A Secret named but TLS off changes nothing at all, to the byte.
+    values = tmp_path / "off.yaml"
+    values.write_text("tls:\n  enabled: false\n  secretName: bonsai-tls\n")
+    assert render(renderer, [str(values)])["manifests"] == rendered["default"]["manifests"]
+
+
+@pytest.mark.parametrize("values, message", [
+    ("tls:\n  enabled: true\n", "tls.enabled needs tls.secretName"),
+    ("tls:\n  mutual: true\n  secretName: bonsai-tls\n", "tls.mutual needs tls.enabled"),
+], ids=["no-secret", "mutual-without-tls"])
+def test_tls_values_that_cannot_work_are_refused_at_render(renderer, tmp_path, values, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(values)
+    with pytest.raises(RuntimeError, match=message):
+        render(renderer, [str(path)])
 
 
 # ---------------------------------------------------------------- against the server
@@ -345,5 +417,45 @@ def test_server_started_with_the_charts_arguments_answers_its_probes(rendered):
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}{path}", timeout=10) as r:
             body = r.read().decode()
         assert "bonsai_build_info" in body and "grpc_server_handled_total" in body
+    finally:
+        server.close()
+
+
+def test_server_started_with_the_charts_tls_arguments_passes_its_probes_and_serves_mutual_tls(
+        rendered, tmp_path):
+    """The TLS scenario's args, with the Secret's files (as cert-manager
+    names them) in a folder standing in for the mount: the TCP probe's port
+    accepts connections, a client with a certificate of ca.crt is served, one
+    without is refused."""
+    pki = make_pki(str(tmp_path / "pki"))
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    for name, path in (("tls.crt", pki.server_cert), ("tls.key", pki.server_key), ("ca.crt", pki.ca)):
+        (secret / name).write_bytes(pki.read(path))
+    c = deployment_container(rendered["tls-values.yaml"])
+    args = [a.replace(TLS_DIR, str(secret)) for a in c["args"]
+            if not a.startswith(("--listen=", "--metrics_listen=", "--spool_dir=", "--max_spool_bytes="))]
+    grpc_port = free_port()
+    good = grpc.ssl_channel_credentials(pki.read(pki.ca), pki.read(pki.client_key), pki.read(pki.client_cert))
+    server = BonsaiServer(flags=args, channel_credentials=good)
+    server.port, server.target = grpc_port, f"127.0.0.1:{grpc_port}"
+    server.args = [server.binary, f"--listen={server.target}", f"--metrics_listen=127.0.0.1:{server.metrics_port}",
+                   *args]
+    server.start()
+    try:
+        assert "tls=mutual" in server.log()
+        # What the kubelet's tcpSocket probe does, on the port standing in for the container's.
+        container_port = {p["name"]: p["containerPort"] for p in c["ports"]}["grpc"]
+        assert all(c[kind]["tcpSocket"]["port"] == container_port for kind in PROBES)
+        with socket.create_connection(("127.0.0.1", grpc_port), timeout=5):
+            pass
+        with grpc.secure_channel(server.target, good) as channel:
+            assert channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10) == b"\x08\x01"
+        anonymous = grpc.ssl_channel_credentials(pki.read(pki.ca))
+        with grpc.secure_channel(server.target, anonymous) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert server.alive()
     finally:
         server.close()

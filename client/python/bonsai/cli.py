@@ -29,6 +29,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="server address, e.g. localhost:50051 or dns:///bonsai-headless.ns.svc:50051 "
                         "(default: $BONSAI_TARGET or %(default)s)")
     p.add_argument("--timeout", type=float, default=3600.0, help="deadline per call, seconds")
+    t = p.add_argument_group("TLS", "TLS is on when any of these is given (each defaults to its "
+                                    "$BONSAI_TLS_... variable)")
+    t.add_argument("--tls", action="store_true", default=_env_flag("BONSAI_TLS"),
+                   help="use TLS, trusting the system's CAs unless --tls-ca says otherwise ($BONSAI_TLS=1)")
+    t.add_argument("--tls-ca", metavar="PEM", default=os.environ.get("BONSAI_TLS_CA") or None,
+                   help="CA certificate(s) that signed the server's certificate ($BONSAI_TLS_CA)")
+    t.add_argument("--tls-cert", metavar="PEM", default=os.environ.get("BONSAI_TLS_CERT") or None,
+                   help="client certificate, for a server that requires one (mutual TLS) ($BONSAI_TLS_CERT)")
+    t.add_argument("--tls-key", metavar="PEM", default=os.environ.get("BONSAI_TLS_KEY") or None,
+                   help="private key of --tls-cert ($BONSAI_TLS_KEY)")
+    t.add_argument("--tls-server-name", metavar="NAME", default=os.environ.get("BONSAI_TLS_SERVER_NAME") or None,
+                   help="name to expect in the server's certificate when the target differs, e.g. "
+                        "through a port-forward ($BONSAI_TLS_SERVER_NAME)")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="compress a model (ONNX, safetensors, or a Hugging Face folder)")
@@ -66,6 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("capabilities", help="formats, methods and limits of the server")
     k.add_argument("--json", action="store_true")
     return p
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _client(args) -> Client:
+    files = (args.tls_ca, args.tls_cert, args.tls_key)
+    credentials = None
+    if args.tls and all(f is None for f in files):
+        credentials = grpc.ssl_channel_credentials()  # the system's CAs
+    return Client(args.target, timeout=args.timeout, credentials=credentials, tls_ca=args.tls_ca,
+                  tls_cert=args.tls_cert, tls_key=args.tls_key, tls_server_name=args.tls_server_name)
 
 
 def _overrides(items: Sequence[str]) -> dict:
@@ -112,7 +138,7 @@ def _print_message(message, as_json: bool, formatter) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        with Client(args.target, timeout=args.timeout) as client:
+        with _client(args) as client:
             if args.command == "compress":
                 _compress(client, args)
             elif args.command == "inspect":
@@ -122,6 +148,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 _print_message(client.capabilities(), args.json, format_capabilities)
     except BonsaiError as err:
         print(f"error: {err.code_name}: {err.message}", file=sys.stderr)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr)
         return 2 if err.code == grpc.StatusCode.INVALID_ARGUMENT else 1
     except (OSError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Mapping, Optional
 import grpc
 
 from bonsai import spec as specs
+from bonsai import tls
 from bonsai.errors import BonsaiError, from_rpc_error
 from bonsai import model_files
 from bonsai.results import CompressResult, FilesSink
@@ -48,6 +49,15 @@ class Client:
     long a Compress call holds its upload after the spec, waiting for the
     server's first word, so that a refusal at admission costs no upload and
     can be retried.
+
+    TLS: `tls_ca` is the PEM file of the CA that signed the server's
+    certificate (None with a client certificate: the system's CAs);
+    `tls_cert` and `tls_key` are the client's certificate and key, for a
+    server that requires them (mutual TLS). `tls_server_name` is the name to
+    expect in the server's certificate when the target names it otherwise
+    (e.g. localhost through a port-forward). Any other channel credentials go
+    in `credentials`. A connection refused for a TLS reason is UNAVAILABLE
+    with a `hint` saying what to check.
     """
 
     def __init__(
@@ -59,6 +69,10 @@ class Client:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         admission_wait: float = 1.0,
         credentials: Optional[grpc.ChannelCredentials] = None,
+        tls_ca=None,
+        tls_cert=None,
+        tls_key=None,
+        tls_server_name: Optional[str] = None,
         options: Iterable = (),
     ):
         self.target = target
@@ -67,6 +81,15 @@ class Client:
         self.chunk_bytes = chunk_bytes
         self.admission_wait = admission_wait
         opts = channel_options() + list(options)
+        if any(p is not None for p in (tls_ca, tls_cert, tls_key)):
+            if credentials is not None:
+                raise ValueError("pass either credentials or tls_ca/tls_cert/tls_key, not both")
+            credentials = tls.channel_credentials(tls_ca, tls_cert, tls_key)
+        if tls_server_name:
+            if credentials is None:
+                raise ValueError("tls_server_name needs TLS: pass tls_ca (or credentials) as well")
+            opts.append(("grpc.ssl_target_name_override", tls_server_name))
+        self.tls = credentials is not None
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=opts)
         else:
@@ -268,8 +291,9 @@ class Client:
                 return once()
             except _AttemptFailed as failed:
                 code = failed.error.code
-                if not (rereadable and self.retry.should_retry(code, attempt, failed.upload_started)):
-                    raise failed.error from None
+                if (tls.handshake_refused(failed.error, self.tls) or
+                        not (rereadable and self.retry.should_retry(code, attempt, failed.upload_started))):
+                    raise tls.explain(failed.error, self.tls) from None
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED and over_limit():
                     raise failed.error from None
                 time.sleep(self.retry.backoff(attempt, self._rng))

@@ -12,12 +12,15 @@ import grpc
 
 
 class BonsaiError(Exception):
-    """A call failed; `code` is a grpc.StatusCode, `message` the server's text."""
+    """A call failed; `code` is a grpc.StatusCode, `message` the server's text
+    (or gRPC's, for a connection that failed); `hint`, when not None, what the
+    client suspects and what to check (e.g. the TLS options)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(f"{code.name}: {message}")
+    def __init__(self, code: grpc.StatusCode, message: str, *, hint: Optional[str] = None):
+        super().__init__(f"{code.name}: {message}" + (f" (hint: {hint})" if hint else ""))
         self.code = code
         self.message = message
+        self.hint = hint
 
     @property
     def code_name(self) -> str:

@@ -58,3 +58,33 @@ app.kubernetes.io/component: server
 {{- $period -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Where the TLS Secret is mounted. */}}
+{{- define "bonsai.tlsDir" -}}
+/etc/bonsai/tls
+{{- end -}}
+
+{{/* TLS values that cannot work are refused at render time, not at the pod's start. */}}
+{{- define "bonsai.tlsChecked" -}}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) -}}
+{{- fail "tls.enabled needs tls.secretName: the kubernetes.io/tls Secret holding tls.crt and tls.key" -}}
+{{- end -}}
+{{- if and .Values.tls.mutual (not .Values.tls.enabled) -}}
+{{- fail "tls.mutual needs tls.enabled: mutual TLS is TLS with client certificates" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the probes do: the native gRPC health check, or with TLS a TCP connect
+to the gRPC port, since the kubelet's gRPC probe cannot speak TLS.
+*/}}
+{{- define "bonsai.probeAction" -}}
+{{- if .Values.tls.enabled -}}
+tcpSocket:
+  port: {{ int64 .Values.containerPorts.grpc }}
+{{- else -}}
+grpc:
+  port: {{ int64 .Values.containerPorts.grpc }}
+  service: {{ .Values.probes.service | quote }}
+{{- end -}}
+{{- end -}}
