@@ -9,6 +9,8 @@
 #include "server/methods/magnitude.h"
 #include "server/methods/method.h"
 #include "server/methods/nm.h"
+#include "server/methods/quant_grid.h"
+#include "server/methods/rtn.h"
 #include "server/methods/sparsegpt.h"
 #include "server/methods/structured.h"
 #include "server/methods/ternarize.h"
@@ -38,6 +40,25 @@ ParameterDescription MParameter() {
   return {"options.m", "uint32", "0",
           "N:M group size along the reduction axis (Conv: input channels at one kernel "
           "position); at most 32"};
+}
+
+ParameterDescription BitsParameter(const char* default_value, const char* use) {
+  return {"options.bits", "uint32", default_value,
+          absl::StrCat("bits per weight: 2, 3, 4 or 8", use)};
+}
+std::vector<ParameterDescription> GridParameters() {
+  return {{"options.group_size", "optional uint32", "128",
+           "weights per grid along the reduction axis (Conv: in*kh*kw in unfold order); 0: one "
+           "grid per output channel; a size that does not divide the axis leaves a shorter last "
+           "group"},
+          {"options.symmetric", "bool", "false",
+           "zero point fixed at 2^(bits-1), scale max|w| / (2^(bits-1) - 1); otherwise a "
+           "min-max grid with an integer zero point, 0 always on it"}};
+}
+template <typename... Lists>
+std::vector<ParameterDescription> Join(std::vector<ParameterDescription> first, Lists... rest) {
+  (first.insert(first.end(), rest.begin(), rest.end()), ...);
+  return first;
 }
 
 absl::Status CheckSparsity(const MethodConfig& config) {
@@ -77,6 +98,22 @@ Factory Build(std::function<absl::Status(const MethodConfig&)> check) {
       return std::make_unique<M>();
     }
   };
+}
+
+// rtn, gptq and sparsegpt's joint mode; bits 0 is the method's default.
+absl::Status CheckQuantOptions(const MethodConfig& config) {
+  if (config.bits != 0 && config.bits != 2 && config.bits != 3 && config.bits != 4 &&
+      config.bits != 8) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config.method, " bits must be 2, 3, 4 or 8; got ", config.bits,
+        ". Ask for e.g. bits=4 (16 levels per group of group_size weights)."));
+  }
+  if (config.group_size < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config.method, " group_size must be >= 0 (0: one grid per output channel); got ",
+        config.group_size));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckSparseGpt(const MethodConfig& config) {
@@ -163,6 +200,15 @@ const std::vector<Entry>& Entries() {
         false,
         AllFormats()},
        Build<TernarizeMethod>(nullptr)},
+      {{"rtn",
+        "Round-to-nearest weight quantization: each group of group_size weights along the "
+        "reduction axis gets a uniform grid over its range (0 included), and each weight "
+        "becomes its nearest grid point, written back dequantized: scale * (q - zero). "
+        "Calibration data is optional; with it the report gives the reconstruction error.",
+        Join(std::vector<ParameterDescription>{BitsParameter("4", "")}, GridParameters()),
+        false,
+        AllFormats()},
+       Build<RtnMethod>(CheckQuantOptions)},
   };
   return *entries;
 }

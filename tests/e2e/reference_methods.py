@@ -9,6 +9,7 @@ can compare what the server returns with what the method should give:
   sparsegpt_numpy  SparseGPT, Frantar & Alistarh 2023, Algorithm 1
   binarize_numpy   BinaryConnect / XNOR-Net, alpha = mean|W| per output channel
   ternarize_numpy  BitNet b1.58 absmean quantizer
+  rtn_numpy        round-to-nearest onto a uniform min-max grid per group
 
 Every function takes W as a float32 matrix [out, in]: a Linear weight as
 stored by PyTorch, an ONNX MatMul/Gemm B transposed, a Conv weight
@@ -42,6 +43,9 @@ __all__ = [
     "sparsegpt_numpy",
     "binarize_numpy",
     "ternarize_numpy",
+    "quant_grid",
+    "quantize",
+    "rtn_numpy",
     "reconstruction_error",
     "prune_count",
 ]
@@ -257,3 +261,62 @@ def ternarize_numpy(w: np.ndarray, per_channel: bool = False, eps: float = TERNA
     t = np.clip(np.rint(w64 / (gamma + eps)), -1, 1)
     out = (t.astype(np.float32) * gamma.astype(np.float32)).astype(np.float32)
     return out, gamma.reshape(-1).astype(np.float32)
+
+
+# ----------------------------------------------------------------- quantization
+#
+# The grid (bonsai's server/methods/quant_grid.h states the same rule): a
+# group of weights along a row's reduction axis gets a scale and an integer
+# zero point, every weight one of 2^bits codes q, and the output is the
+# dequantized scale * (q - zero). All in float32, rounding half to even:
+#   lo = min(0, min w), hi = max(0, max w)
+#   asymmetric: scale = (hi - lo) / (2^b - 1), zero = clip(rint(-lo / scale), 0, 2^b - 1)
+#   symmetric:  scale = max(-lo, hi) / (2^(b-1) - 1), zero = 2^(b-1)
+#   a scale of 0 becomes 1
+#   q = clip(rint(w / scale) + zero, 0, 2^b - 1)
+# Groups are `group_size` consecutive columns of [out, in] (in*kh*kw for a
+# Conv weight, in unfold order); 0, or a size >= in, is one group per row; a
+# size that does not divide `in` leaves a shorter last group.
+
+
+def quant_grid(lo, hi, bits: int, symmetric: bool):
+    """(scale, zero) float32 arrays from lo = min(0, min w), hi = max(0, max w)."""
+    lo = np.asarray(lo, dtype=np.float32)
+    hi = np.asarray(hi, dtype=np.float32)
+    if symmetric:
+        half = np.float32(2 ** (bits - 1))
+        scale = (np.maximum(-lo, hi) / (half - np.float32(1))).astype(np.float32)
+        zero = np.full(scale.shape, half, dtype=np.float32)
+    else:
+        max_code = np.float32(2 ** bits - 1)
+        scale = ((hi - lo) / max_code).astype(np.float32)
+    scale = np.where(scale == 0, np.float32(1), scale).astype(np.float32)
+    if not symmetric:
+        zero = np.clip(np.rint(-lo / scale), np.float32(0), max_code).astype(np.float32)
+    return scale, zero
+
+
+def quantize(w, scale, zero, bits: int):
+    """scale * (clip(rint(w / scale) + zero, 0, 2^b - 1) - zero) in float32."""
+    w = np.asarray(w, dtype=np.float32)
+    max_code = np.float32(2 ** bits - 1)
+    q = np.clip(np.rint(w / scale) + zero, np.float32(0), max_code).astype(np.float32)
+    return (scale * (q - zero)).astype(np.float32)
+
+
+def _group_width(group_size: int, cols: int) -> int:
+    return group_size if 0 < group_size < cols else cols
+
+
+def rtn_numpy(w: np.ndarray, bits: int, group_size: int = 128, symmetric: bool = False) -> np.ndarray:
+    """Round-to-nearest: each group onto its own grid. Exact in float32."""
+    w = np.asarray(w, dtype=np.float32)
+    out = np.empty_like(w)
+    width = _group_width(group_size, w.shape[1])
+    for c0 in range(0, w.shape[1], width):
+        g = w[:, c0:c0 + width]
+        lo = np.minimum(g.min(axis=1), np.float32(0))
+        hi = np.maximum(g.max(axis=1), np.float32(0))
+        scale, zero = quant_grid(lo, hi, bits, symmetric)
+        out[:, c0:c0 + width] = quantize(g, scale[:, None], zero[:, None], bits)
+    return out

@@ -16,7 +16,7 @@ TEST(MethodRegistryTest, CapabilitiesListEveryMethodAndWhichNeedCalibration) {
     EXPECT_FALSE(d.description.empty()) << d.name;
   }
   EXPECT_THAT(names, ElementsAre("magnitude", "nm", "structured", "wanda", "sparsegpt",
-                                 "binarize", "ternarize"));
+                                 "binarize", "ternarize", "rtn"));
   EXPECT_THAT(calibrated, ElementsAre("wanda", "sparsegpt"));
 }
 

@@ -1,0 +1,141 @@
+"""Issue-11 weight quantization through the running server: rtn, checked
+against the numpy
+references written from the papers (reference_methods.py) on random layers
+with correlated inputs, safetensors and ONNX alike.
+
+RTN is float32 arithmetic with one rounding per step, so the server must
+match it bit for bit.
+"""
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import reference_methods as ref
+from bonsai import safetensors_io
+from expect import expect_error
+
+RNG = np.random.default_rng(11)
+OUT, IN = 24, 96
+LINEAR = RNG.standard_normal((OUT, IN)).astype(np.float32)        # [out, in]
+CONV = RNG.standard_normal((8, 8, 3, 3)).astype(np.float32)        # [out, in, kh, kw]: 72 columns
+
+
+def correlated_inputs(rng, n: int, d: int, scales: bool = True) -> np.ndarray:
+    """Inputs whose features share a few common factors, as activations do,
+    with unequal channel scales: what GPTQ's error feedback exploits."""
+    z = rng.standard_normal((n, d))
+    mix = np.eye(d) + 0.6 * rng.standard_normal((d, 8)) @ rng.standard_normal((8, d)) / np.sqrt(8)
+    x = z @ mix
+    if scales:
+        x = x * (0.5 + 2 * rng.random(d))
+    return x.astype(np.float32)
+
+
+X_LINEAR = correlated_inputs(RNG, 400, IN)
+X_CONV = correlated_inputs(RNG, 400, 72)  # unfolded [n, in*kh*kw]
+
+
+def _gram(x):
+    return (x.astype(np.float64).T @ x.astype(np.float64)).astype(np.float32)
+
+
+def _safetensors(**tensors) -> bytes:
+    return safetensors_io.dumps(tensors)
+
+
+def _grams(**activations) -> bytes:
+    """A calibration file of Gram matrices, so server and reference see the same float32 H."""
+    tensors = {}
+    for name, x in activations.items():
+        tensors[f"{name}.gram"] = _gram(x)
+        tensors[f"{name}.samples"] = np.array([x.shape[0]], dtype=np.int64)
+    return safetensors_io.dumps(tensors)
+
+
+def _compress(client, model, **kwargs):
+    result = client.compress(model, **kwargs)
+    return result, safetensors_io.loads(result.model)
+
+
+def _report(result, name):
+    return next(t for t in result.report.tensors if t.name == name)
+
+
+# ------------------------------------------------------------------------ rtn
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("group_size", [0, 32, 40])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_rtn_matches_reference_bit_for_bit(client, bits, group_size, symmetric):
+    result, out = _compress(client, _safetensors(fc=LINEAR, conv=CONV), method="rtn",
+                            options={"bits": bits, "group_size": group_size, "symmetric": symmetric})
+    want_fc = ref.rtn_numpy(LINEAR, bits, group_size, symmetric)
+    want_conv = ref.rtn_numpy(CONV.reshape(8, -1), bits, group_size, symmetric).reshape(CONV.shape)
+    assert out["fc"].view(np.uint32).tolist() == want_fc.view(np.uint32).tolist()
+    assert out["conv"].view(np.uint32).tolist() == want_conv.view(np.uint32).tolist()
+    if group_size == 40:  # 96 = 2 * 40 + 16
+        assert "last group of each row has 16" in _report(result, "fc").note
+
+
+def test_group_size_zero_is_sent_apart_from_unset():
+    """proto3 `optional`: 0 (one grid per output channel) must reach the server."""
+    from bonsai import spec
+    assert spec.method_options({"group_size": 0}).HasField("group_size")
+    assert not spec.method_options({"bits": 4}).HasField("group_size")
+    assert not spec.method_options({"group_size": None}).HasField("group_size")
+
+
+def test_rtn_default_is_4_bits_in_groups_of_128(client):
+    w = RNG.standard_normal((4, 256)).astype(np.float32)
+    _, out = _compress(client, _safetensors(w=w), method="rtn")
+    np.testing.assert_array_equal(out["w"], ref.rtn_numpy(w, 4, 128))
+
+
+def test_rtn_groups_run_down_an_onnx_matmul_weights_columns(client):
+    """MatMul's B is stored [in, out]: the groups run along its reduction axis, in."""
+    b = LINEAR.T.copy()
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "B"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, IN])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, OUT])],
+        [numpy_helper.from_array(b, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    result = client.compress(model.SerializeToString(), method="rtn", options={"bits": 3, "group_size": 32})
+    got = numpy_helper.to_array(onnx.load_from_string(result.model).graph.initializer[0])
+    np.testing.assert_array_equal(got.T, ref.rtn_numpy(LINEAR, 3, 32))
+
+
+def test_rtn_with_calibration_reports_the_reconstruction_error(client):
+    result, out = _compress(client, _safetensors(fc=LINEAR), method="rtn", options={"bits": 4},
+                            calibration=_grams(fc=X_LINEAR))
+    want = ref.reconstruction_error(LINEAR, out["fc"], _gram(X_LINEAR))
+    assert _report(result, "fc").reconstruction_error == pytest.approx(want, rel=1e-4)
+    assert _report(result, "fc").relative_error > 0
+
+
+# ------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("method", ["rtn"])
+@pytest.mark.parametrize("bits", [1, 5, 16])
+def test_bits_outside_2_3_4_8_is_invalid_argument_naming_the_choices(client, method, bits):
+    expect_error(grpc.StatusCode.INVALID_ARGUMENT,
+                 lambda: client.compress(_safetensors(fc=LINEAR), method=method, sparsity=0.5,
+                                         options={"bits": bits}, calibration=_grams(fc=X_LINEAR)),
+                 "bits", "2, 3, 4 or 8", str(bits))
+
+
+def test_quantizing_a_nan_weight_is_invalid_argument_naming_the_tensor(client):
+    w = LINEAR.copy()
+    w[3, 7] = np.nan
+    expect_error(grpc.StatusCode.INVALID_ARGUMENT,
+                 lambda: client.compress(_safetensors(fc=w), method="rtn"), "'fc'", "nan")
+
+
+def test_capabilities_describe_the_quantizers(client):
+    rtn = {m.name: m for m in client.capabilities().methods}["rtn"]
+    assert not rtn.needs_calibration
+    assert {"options.bits", "options.group_size", "options.symmetric"} <= {p.name for p in rtn.parameters}
