@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "server/methods/reconstruction.h"
@@ -42,23 +44,64 @@ class NMGroups {
   int64_t grouped_;
 };
 
+// A quantization group first reached inside the current block, at block
+// column `at`: its other columns inside the block (block-relative) and past
+// it, and for those past it the rows of U that the block's updates so far
+// would bring them, `correction` ((at) x outside.size()), when there are any.
+struct Touch {
+  int64_t at = 0, group = 0;
+  std::vector<int64_t> inside, outside;
+  std::vector<float> correction;
+};
+
 }  // namespace
+
+QuantGroups::QuantGroups(const std::vector<int64_t>& order, int64_t d, const QuantSpec& spec) {
+  const int64_t width = std::max<int64_t>(spec.GroupColumns(d), 1);
+  const int64_t count = (d + width - 1) / width;
+  group_of_.resize(d);
+  start_.assign(count + 1, 0);
+  for (int64_t p = 0; p < d; ++p) {
+    group_of_[p] = Natural(order, p) / width;
+    ++start_[group_of_[p] + 1];
+  }
+  std::partial_sum(start_.begin(), start_.end(), start_.begin());
+  positions_.resize(d);
+  std::vector<int64_t> next(start_.begin(), start_.end() - 1);
+  for (int64_t p = 0; p < d; ++p) positions_[next[group_of_[p]]++] = p;
+  first_.resize(count);
+  for (int64_t g = 0; g < count; ++g) first_[g] = positions_[start_[g]];
+  by_first_.resize(count);
+  std::iota(by_first_.begin(), by_first_.end(), 0);
+  std::sort(by_first_.begin(), by_first_.end(),
+            [&](int64_t a, int64_t b) { return first_[a] < first_[b]; });
+}
 
 class ObsSweep::Impl {
  public:
-  Impl(ObsLayer& layer, const PruneSpec& prune, int block)
+  Impl(ObsLayer& layer, const PruneSpec& prune, const QuantSpec* quant, int block)
       : layer_(layer), w_(layer.w()), d_(w_.cols), u_(layer.u()), n_(prune.n), m_(prune.m),
         block_(block), sparsity_(prune.sparsity), nm_groups_(prune.channels, prune.m),
         work_(layer.work()), row_(block), err1_(work_.subspan(0, w_.rows * block)),
         scores_(work_.subspan(w_.rows * block, w_.rows * block)),
         prune1_(new bool[err1_.size()]), group_scores_(std::max(prune.m, 0)),
-        group_keep_(new bool[std::max(prune.m, 0)]),
-        pruned_(static_cast<size_t>(w_.rows) * d_, false) {}
+        group_keep_(new bool[std::max(prune.m, 0)]) {
+    if (quant != nullptr) {
+      quant_ = *quant;
+      quantizing_ = true;
+      max_code_ = quant->max_code();
+      groups_.emplace(layer.order(), d_, *quant);
+      grids_.resize(static_cast<size_t>(w_.rows) * groups_->count());
+    } else {
+      pruned_.assign(static_cast<size_t>(w_.rows) * d_, false);
+    }
+  }
 
   absl::Status Run(const ProgressTick& tick, absl::string_view method,
                    absl::string_view tensor) {
     for (int64_t i1 = 0; i1 < d_;) {
       const int64_t i2 = i1 + block_ >= d_ ? d_ : nm_groups_.AlignEnd(i1 + block_);
+      if (quantizing_) PlanTouches(i1, i2);
       SweepBlock(i1, i2);
       if (auto s = LazyUpdate(i1, i2); !s.ok()) return s;
       if (tick && !tick(static_cast<double>(i2) / d_)) {
@@ -70,6 +113,10 @@ class ObsSweep::Impl {
   }
 
   absl::StatusOr<double> Finish() {
+    if (quantizing_) {
+      const double change = layer_.WriteBack();
+      return std::max(0.0, e_norm2_ - layer_.lambda() * change);
+    }
     double e_norm2 = 0.0, dw_norm2 = 0.0;
     if (auto s = FinishAndMeasure(&e_norm2, &dw_norm2); !s.ok()) return s;
     layer_.WriteBack();
@@ -79,7 +126,8 @@ class ObsSweep::Impl {
  private:
   float U(int64_t i, int64_t j) const { return u_[i * d_ + j]; }
 
-  // ||E||^2 and ||E U||^2, then zeroes the pruned slots (which held E).
+  // Pruning alone: ||E||^2 and ||E U||^2, then zeroes the pruned slots
+  // (which held E).
   absl::Status FinishAndMeasure(double* e_norm2, double* dw_norm2) {
     *e_norm2 = 0.0;
     absl::StatusOr<double> eu = SumOverRowChunks(
@@ -161,8 +209,63 @@ class ObsSweep::Impl {
     for (int t = 0; t < m_; ++t) prune_row[j + t] = !group_keep_[t];
   }
 
-  // Block [i1, i2) row by row: inside a block a row's updates and its N:M
-  // groups depend on that row alone, so each row is finished
+  // The quantization groups first reached in block [i1, i2), and what their
+  // grids need; the positions are the same for every row.
+  void PlanTouches(int64_t i1, int64_t i2) {
+    touches_.clear();
+    touch_at_.assign(i2 - i1, -1);
+    const std::vector<int64_t>& by_first = groups_->by_first();
+    for (; next_touch_ < by_first.size() && groups_->first(by_first[next_touch_]) < i2;
+         ++next_touch_) {
+      Touch t;
+      t.group = by_first[next_touch_];
+      t.at = groups_->first(t.group) - i1;
+      for (int64_t p : groups_->positions(t.group)) {
+        if (p < i2) {
+          t.inside.push_back(p - i1);
+        } else {
+          t.outside.push_back(p);
+        }
+      }
+      const int64_t n_out = static_cast<int64_t>(t.outside.size());
+      if (t.at > 0 && n_out > 0) {
+        t.correction.resize(t.at * n_out);
+        for (int64_t j = 0; j < t.at; ++j)
+          for (int64_t s = 0; s < n_out; ++s) t.correction[j * n_out + s] = U(i1 + j, t.outside[s]);
+      }
+      touch_at_[t.at] = static_cast<int64_t>(touches_.size());
+      touches_.push_back(std::move(t));
+    }
+  }
+
+  // The grid of row r in the group first reached at block column t.at, from
+  // the current values of all its columns: in the row buffer inside the
+  // block, and past it in the weight less the block's updates so far.
+  void ChooseRowGrid(int64_t r, const Touch& t, const float* w_row, const float* err_row) {
+    float lo = 0.0f, hi = 0.0f;
+    for (int64_t j : t.inside) {
+      lo = w_row[j] < lo ? w_row[j] : lo;
+      hi = w_row[j] > hi ? w_row[j] : hi;
+    }
+    if (!t.outside.empty()) {
+      const int64_t n_out = static_cast<int64_t>(t.outside.size());
+      current_.resize(n_out);
+      for (int64_t s = 0; s < n_out; ++s) current_[s] = w_.at(r, t.outside[s]);
+      if (!t.correction.empty()) {
+        for (int64_t j = 0; j < t.at; ++j)
+          if (err_row[j] != 0.0f)
+            SubtractScaled(err_row[j], t.correction.data() + j * n_out, current_.data(), n_out);
+      }
+      float out_lo, out_hi;
+      RangeWithZero(current_, &out_lo, &out_hi);
+      lo = std::min(lo, out_lo);
+      hi = std::max(hi, out_hi);
+    }
+    grids_[r * groups_->count() + t.group] = ChooseGrid(lo, hi, quant_);
+  }
+
+  // Block [i1, i2) row by row: inside a block a row's updates, its N:M
+  // groups and its grids depend on that row alone, so each row is finished
   // while it sits in L1 (a column at a time streamed the whole block through
   // the cache once per column). The arithmetic per weight is the same, in
   // the same order.
@@ -173,6 +276,7 @@ class ObsSweep::Impl {
       float* w_row = row_.data();
       bool* prune_row = prune1_.get() + r * count;
       float* err_row = err1_.data() + r * block_;
+      const Grid* row_grids = quantizing_ ? grids_.data() + r * groups_->count() : nullptr;
       for (int64_t j = 0; j < count; ++j) {
         w_row[j] = w_.at(r, i1 + j);
         if (m_ > 0) prune_row[j] = false;
@@ -181,18 +285,28 @@ class ObsSweep::Impl {
         if (m_ > 0 && nm_groups_.starts_group(i1 + j)) ChooseGroupMask(i1, j, w_row, prune_row);
         const float diag = U(i1 + j, i1 + j);
         const float w = w_row[j];
-        const float q = prune_row[j] ? 0.0f : w;
+        if (quantizing_ && touch_at_[j] >= 0) {
+          ChooseRowGrid(r, touches_[touch_at_[j]], w_row, err_row);
+        }
+        const float q = prune_row[j]  ? 0.0f
+                        : quantizing_ ? Quantize(w, row_grids[groups_->group_of(i1 + j)], max_code_)
+                                      : w;
         const float err = (w - q) / diag;
         err_row[j] = err;
         w_row[j] = q;
+        if (quantizing_) e_norm2_ += static_cast<double>(err) * err;
         if (err != 0.0f) {
           SubtractScaled(err, u_.data() + (i1 + j) * d_ + i1 + j + 1, w_row + j + 1,
                          count - j - 1);
         }
       }
       for (int64_t j = 0; j < count; ++j) {
-        pruned_[r * d_ + i1 + j] = prune_row[j];
-        w_.at(r, i1 + j) = prune_row[j] ? err_row[j] : w_row[j];
+        if (quantizing_) {
+          w_.at(r, i1 + j) = w_row[j];
+        } else {
+          pruned_[r * d_ + i1 + j] = prune_row[j];
+          w_.at(r, i1 + j) = prune_row[j] ? err_row[j] : w_row[j];
+        }
       }
     }
   }
@@ -219,6 +333,7 @@ class ObsSweep::Impl {
   int n_, m_, block_;
   double sparsity_;
   NMGroups nm_groups_;
+  std::vector<bool> pruned_;        // pruning alone: which slots hold E
   absl::Span<float> work_;          // err1_ and scores_, then the final row chunks
   std::vector<float> row_;          // the row of the block being swept
   absl::Span<float> err1_;          // the block's errors, rows x block_
@@ -227,11 +342,23 @@ class ObsSweep::Impl {
   std::vector<float> candidates_, group_scores_;
   std::vector<uint32_t> histogram_ = std::vector<uint32_t>(1 << 16);
   std::unique_ptr<bool[]> group_keep_;
-  std::vector<bool> pruned_;        // which slots hold E
+
+  // Quantizing.
+  bool quantizing_ = false;
+  QuantSpec quant_;
+  float max_code_ = 0.0f;
+  std::optional<QuantGroups> groups_;
+  std::vector<Grid> grids_;          // rows x groups
+  std::vector<Touch> touches_;       // the current block's
+  std::vector<int64_t> touch_at_;    // block column -> index in touches_, or -1
+  size_t next_touch_ = 0;            // in groups_->by_first()
+  std::vector<float> current_;
+  double e_norm2_ = 0.0;             // ||E||^2
 };
 
-ObsSweep::ObsSweep(ObsLayer& layer, const PruneSpec& prune, int block_size)
-    : impl_(std::make_unique<Impl>(layer, prune, block_size)) {}
+ObsSweep::ObsSweep(ObsLayer& layer, const PruneSpec& prune, const QuantSpec* quant,
+                   int block_size)
+    : impl_(std::make_unique<Impl>(layer, prune, quant, block_size)) {}
 
 ObsSweep::~ObsSweep() = default;
 

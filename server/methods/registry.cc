@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/methods/binarize.h"
+#include "server/methods/gptq.h"
 #include "server/methods/magnitude.h"
 #include "server/methods/method.h"
 #include "server/methods/nm.h"
@@ -54,6 +55,11 @@ std::vector<ParameterDescription> GridParameters() {
           {"options.symmetric", "bool", "false",
            "zero point fixed at 2^(bits-1), scale max|w| / (2^(bits-1) - 1); otherwise a "
            "min-max grid with an integer zero point, 0 always on it"}};
+}
+std::vector<ParameterDescription> ObsParameters() {
+  return {{"options.block_size", "uint32", "128", "columns per lazy-update block"},
+          {"options.dampening", "float", "0.01",
+           "added to the Hessian diagonal, as a fraction of its mean"}};
 }
 template <typename... Lists>
 std::vector<ParameterDescription> Join(std::vector<ParameterDescription> first, Lists... rest) {
@@ -116,20 +122,30 @@ absl::Status CheckQuantOptions(const MethodConfig& config) {
   return absl::OkStatus();
 }
 
-absl::Status CheckSparseGpt(const MethodConfig& config) {
-  if (auto s = CheckSparsityOrNM(config); !s.ok()) return s;
+// The options of the OBS sweep that gptq and sparsegpt share.
+absl::Status CheckObsOptions(const MethodConfig& config) {
   if (config.block_size < 0 || config.block_size > 4096) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "sparsegpt block_size must be in [1, 4096] (0 means ", kSparseGptDefaultBlock,
+        config.method, " block_size must be in [1, 4096] (0 means ", kSparseGptDefaultBlock,
         "); got ", config.block_size));
   }
   if (!(std::isfinite(config.dampening) && config.dampening >= 0.0 && config.dampening <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "sparsegpt dampening must be in [0, 1] as a fraction of the mean Hessian diagonal "
+        config.method, " dampening must be in [0, 1] as a fraction of the mean Hessian diagonal "
         "(0 means ", kSparseGptDefaultDampening, "); got ", config.dampening,
         ". Raise it (e.g. 0.1) if the Hessian is not positive definite."));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckSparseGpt(const MethodConfig& config) {
+  if (auto s = CheckSparsityOrNM(config); !s.ok()) return s;
+  return CheckObsOptions(config);
+}
+
+absl::Status CheckGptq(const MethodConfig& config) {
+  if (auto s = CheckQuantOptions(config); !s.ok()) return s;
+  return CheckObsOptions(config);
 }
 
 const std::vector<std::string>& AllFormats() {
@@ -179,10 +195,8 @@ const std::vector<Entry>& Entries() {
         "SparseGPT (Frantar & Alistarh 2023): one-shot pruning with optimal brain surgeon "
         "updates of the remaining weights from the calibration Hessian, in column blocks. "
         "Unstructured or N:M. Needs calibration data; reports the reconstruction error.",
-        {SparsityParameter(), NParameter(" (optional; instead of sparsity)"), MParameter(),
-         {"options.block_size", "uint32", "128", "columns per lazy-update block"},
-         {"options.dampening", "float", "0.01",
-          "added to the Hessian diagonal, as a fraction of its mean"}},
+        Join({SparsityParameter(), NParameter(" (optional; instead of sparsity)"), MParameter()},
+             ObsParameters()),
         true,
         AllFormats()},
        Build<SparseGptMethod>(CheckSparseGpt)},
@@ -209,6 +223,20 @@ const std::vector<Entry>& Entries() {
         false,
         AllFormats()},
        Build<RtnMethod>(CheckQuantOptions)},
+      {{"gptq",
+        "GPTQ (Frantar et al. 2022): quantizes one column at a time onto rtn's grids and "
+        "spreads each rounding error over the weights not yet quantized with optimal brain "
+        "surgeon updates from the calibration Hessian, in column blocks. Needs calibration "
+        "data; reports the reconstruction error.",
+        Join(std::vector<ParameterDescription>{BitsParameter("4", "")}, GridParameters(),
+             std::vector<ParameterDescription>{
+                 {"options.act_order", "bool", "false",
+                  "quantize columns in order of decreasing Hessian diagonal; the groups stay "
+                  "those of the natural column order"}},
+             ObsParameters()),
+        true,
+        AllFormats()},
+       Build<GptqMethod>(CheckGptq)},
   };
   return *entries;
 }

@@ -47,7 +47,7 @@ absl::StatusOr<MethodOutcome> SparseGptMethod::Apply(const WeightTensor& weight,
     return s;
   }
   ObsSweep sweep(layer, {.n = n_, .m = m_, .sparsity = weight.sparsity, .channels = g.channels},
-                 block_size_);
+                 nullptr, block_size_);
   if (auto s = sweep.Run(tick, "sparsegpt", weight.info->name); !s.ok()) return s;
   absl::StatusOr<double> numerator = sweep.Finish();
   if (!numerator.ok()) return numerator.status();
