@@ -140,7 +140,13 @@ absl::Status CheckObsOptions(const MethodConfig& config) {
 
 absl::Status CheckSparseGpt(const MethodConfig& config) {
   if (auto s = CheckSparsityOrNM(config); !s.ok()) return s;
-  return CheckObsOptions(config);
+  if (auto s = CheckObsOptions(config); !s.ok()) return s;
+  if (config.act_order) {
+    return absl::InvalidArgumentError(
+        "act_order is gptq's: sparsegpt visits columns in order, its masks being chosen block by "
+        "block. Leave act_order unset, or quantize without pruning with method gptq.");
+  }
+  return CheckQuantOptions(config);
 }
 
 absl::Status CheckGptq(const MethodConfig& config) {
@@ -194,9 +200,13 @@ const std::vector<Entry>& Entries() {
       {{"sparsegpt",
         "SparseGPT (Frantar & Alistarh 2023): one-shot pruning with optimal brain surgeon "
         "updates of the remaining weights from the calibration Hessian, in column blocks. "
-        "Unstructured or N:M. Needs calibration data; reports the reconstruction error.",
+        "Unstructured or N:M; with options.bits the kept weights are quantized in the same "
+        "pass (rtn's grids). Needs calibration data; reports the reconstruction error.",
         Join({SparsityParameter(), NParameter(" (optional; instead of sparsity)"), MParameter()},
-             ObsParameters()),
+             ObsParameters(),
+             std::vector<ParameterDescription>{BitsParameter(
+                 "0", "; 0: prune only, else also quantize the kept weights in the same pass")},
+             GridParameters()),
         true,
         AllFormats()},
        Build<SparseGptMethod>(CheckSparseGpt)},

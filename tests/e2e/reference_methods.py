@@ -12,6 +12,7 @@ can compare what the server returns with what the method should give:
   rtn_numpy        round-to-nearest onto a uniform min-max grid per group
   gptq_numpy       GPTQ, Frantar et al. 2022, "GPTQ: Accurate Post-Training
                    Quantization for Generative Pre-trained Transformers"
+  sparsegpt_quant_numpy  SparseGPT's joint sparsification and quantization
 
 Every function takes W as a float32 matrix [out, in]: a Linear weight as
 stored by PyTorch, an ONNX MatMul/Gemm B transposed, a Conv weight
@@ -51,6 +52,7 @@ __all__ = [
     "quantize",
     "rtn_numpy",
     "gptq_numpy",
+    "sparsegpt_quant_numpy",
     "Decisions",
     "reconstruction_error",
     "prune_count",
@@ -508,3 +510,28 @@ def gptq_numpy(w: np.ndarray, gram: np.ndarray, samples: int, bits: int, group_s
     return _obs_quantize(w, gram, samples, order, bits=bits, group_size=group_size,
                          symmetric=symmetric, percdamp=percdamp, blocksize=cols, follow=follow,
                          slack=slack)
+
+
+def sparsegpt_quant_numpy(w: np.ndarray, gram: np.ndarray, samples: int, bits: int,
+                          sparsity: float = 0.0, n: int = 0, m: int = 0, group_size: int = 128,
+                          symmetric: bool = False, blocksize: int = 128, percdamp: float = 0.01,
+                          kernel: int = 1, follow=None, slack=0.0):
+    """SparseGPT's joint mode: the masks of sparsegpt_numpy (each block's
+    share of the smallest w^2 / U_jj^2, or N:M per group when the sweep
+    reaches it, from current weights; Conv N:M in (kernel position, channel)
+    order), pruned weights set to 0 and kept ones quantized as in gptq_numpy
+    (groups along the natural columns), every error spread by the OBS update.
+    Returns (W', reconstruction error); with `follow`, also the Decisions.
+    """
+    cols = np.asarray(w).shape[1]
+    channels = cols // kernel
+    if m and kernel > 1:
+        order = np.array([ch * kernel + k for k in range(kernel) for ch in range(channels)])
+        group_channels = channels
+    else:
+        order = np.arange(cols)
+        group_channels = cols
+    return _obs_quantize(w, gram, samples, order, bits=bits, group_size=group_size,
+                         symmetric=symmetric, percdamp=percdamp, blocksize=blocksize,
+                         sparsity=sparsity, n=n, m=m, group_channels=group_channels,
+                         follow=follow, slack=slack)

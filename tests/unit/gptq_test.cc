@@ -13,6 +13,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using testing::CorrelatedInputs;
+using testing::CountZeros;
 using testing::GramOf;
 using testing::OutputError;
 using testing::OwnedWeight;
@@ -32,6 +33,11 @@ struct Quantizer {
   }
   Quantizer& Block(int block) {
     config.block_size = block;
+    return *this;
+  }
+  Quantizer& NM(int n, int m) {
+    config.n = n;
+    config.m = m;
     return *this;
   }
   absl::StatusOr<MethodOutcome> On(OwnedWeight& w, const ProgressTick& tick = nullptr) {
@@ -190,6 +196,88 @@ TEST(GptqTest, TickReturningFalseCancels) {
   w.calibration = GramOf(CorrelatedInputs(80, 64, 17), 80, 64);
   auto outcome = Quantizer("gptq", 4, 16).Block(16).On(w, [](double f) { return f < 0.5; });
   EXPECT_EQ(outcome.status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST(SparseGptQuantTest, TwoFourAndFourBitsHoldTogether) {
+  const int64_t out = 16, d = 64, n = 300;
+  const std::vector<float> x = CorrelatedInputs(n, d, 18);
+  const std::vector<float> before = RandomNormal(out * d, 19);
+  OwnedWeight joint("fc.weight", {out, d}, before);
+  joint.calibration = GramOf(x, n, d);
+  auto outcome = Quantizer("sparsegpt", 4, 32).NM(2, 4).On(joint);
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  for (int64_t o = 0; o < out; ++o) {
+    for (int64_t g = 0; g < d; g += 4) {
+      int zeros = 0;
+      for (int t = 0; t < 4; ++t) zeros += joint.values.values[o * d + g + t] == 0.0f;
+      EXPECT_GE(zeros, 2);
+    }
+    for (int64_t g = 0; g < d; g += 32) EXPECT_LE(Levels(joint.values.values, d, o, g, 32), 16u);
+  }
+  EXPECT_EQ(outcome->packing.packing, formats::Packing::kNM);
+  const double actual = OutputError(before, joint.values.values, x, out, n, d);
+  EXPECT_NEAR(outcome->reconstruction_error, actual, 2e-3 * actual);
+
+}
+
+TEST(SparseGptQuantTest, OnePassBeatsPruningFirstAndRoundingAfterAtThreeBits) {
+  const int64_t out = 16, d = 128, n = 400;
+  const std::vector<float> x = CorrelatedInputs(n, d, 24);
+  const std::vector<float> before = RandomNormal(out * d, 25);
+  OwnedWeight joint("fc.weight", {out, d}, before), pruned("fc.weight", {out, d}, before);
+  joint.calibration = GramOf(x, n, d);
+  pruned.calibration = GramOf(x, n, d);
+  ASSERT_TRUE(Quantizer("sparsegpt", 3, 0).NM(2, 4).On(joint).ok());
+  ASSERT_TRUE(Quantizer("sparsegpt", 0, 0).NM(2, 4).On(pruned).ok());
+  OwnedWeight rounded("fc.weight", {out, d}, pruned.values.values);
+  ASSERT_TRUE(Quantizer("rtn", 3, 0).On(rounded).ok());
+  EXPECT_LT(OutputError(before, joint.values.values, x, out, n, d),
+            OutputError(before, rounded.values.values, x, out, n, d));
+}
+
+TEST(SparseGptQuantTest, ConvTwoFourKeepsItsGroupsAndTheNaturalQuantGroups) {
+  // N:M sweeps a Conv weight kernel position by kernel position, while the
+  // quantization groups run along the unfold order: both must hold.
+  const int64_t out = 6, in = 8, k = 4, d = in * k, n = 300;
+  const std::vector<float> x = CorrelatedInputs(n, d, 20);
+  const std::vector<float> before = RandomNormal(out * d, 21);
+  OwnedWeight w("conv.weight", {out, in, 2, 2}, before, formats::WeightLayout{0, 1});
+  w.calibration = GramOf(x, n, d);
+  auto outcome = Quantizer("sparsegpt", 3, 16).NM(2, 4).On(w);
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  for (int64_t o = 0; o < out; ++o) {
+    for (int64_t kp = 0; kp < k; ++kp)
+      for (int64_t g = 0; g < in; g += 4) {
+        int zeros = 0;
+        for (int t = 0; t < 4; ++t) zeros += w.values.values[(o * in + g + t) * k + kp] == 0.0f;
+        EXPECT_GE(zeros, 2);
+      }
+    for (int64_t g = 0; g < d; g += 16) EXPECT_LE(Levels(w.values.values, d, o, g, 16), 8u);
+  }
+  const double actual = OutputError(before, w.values.values, x, out, n, d);
+  EXPECT_NEAR(outcome->reconstruction_error, actual, 2e-3 * actual);
+}
+
+TEST(SparseGptQuantTest, UnstructuredPrunesItsShareAndQuantizesTheRest) {
+  const int64_t out = 16, d = 64, n = 300;
+  const std::vector<float> x = CorrelatedInputs(n, d, 22);
+  OwnedWeight w("fc.weight", {out, d}, RandomNormal(out * d, 23));
+  w.calibration = GramOf(x, n, d);
+  Quantizer q("sparsegpt", 4, 0);
+  q.config.sparsity = 0.5;
+  ASSERT_TRUE(q.On(w).ok());
+  EXPECT_GE(CountZeros(w.values.values), out * d / 2);
+  for (int64_t o = 0; o < out; ++o) EXPECT_LE(Levels(w.values.values, d, o, 0, d), 16u);
+}
+
+TEST(SparseGptQuantTest, ActOrderIsRefusedSayingItIsGptqs) {
+  MethodConfig config;
+  config.method = "sparsegpt";
+  config.sparsity = 0.5;
+  config.act_order = true;
+  auto created = CreateMethod(config);
+  EXPECT_EQ(created.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(created.status().message(), HasSubstr("gptq"));
 }
 
 }  // namespace

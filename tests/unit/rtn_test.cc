@@ -187,7 +187,7 @@ TEST(RtnTest, NonFiniteWeightIsInvalidArgumentNamingTheTensor) {
 }
 
 TEST(RtnTest, BitsOutsideTwoThreeFourEightAreRefusedNamingTheChoices) {
-  for (const char* method : {"rtn", "gptq"}) {
+  for (const char* method : {"rtn", "gptq", "sparsegpt"}) {
     for (int bits : {1, 5, 16}) {
       MethodConfig config;
       config.method = method;
