@@ -1,6 +1,7 @@
-// Throughput of the one-pass methods of issue 3 (N:M, binarize, ternarize)
-// through CreateMethod + Apply, as the engine calls them, on float32
-// weights of PyTorch layout [out, in] (or ONNX MatMul's [in, out] with
+// Throughput of the one-pass methods (N:M, binarize, ternarize, and 4-bit
+// round-to-nearest in groups of 128) through CreateMethod + Apply, as the
+// engine calls them, on float32 weights of PyTorch layout [out, in] (or
+// ONNX MatMul's [in, out] with
 // --layout matmul, whose rows are not contiguous); printed as one JSON
 // object for bench/run_all.py, in GB/s of float32 weights (best of
 // --repeats, each on a fresh copy of the weights).
@@ -107,7 +108,8 @@ int main(int argc, char** argv) {
       {"binarize", {.method = "binarize"}},
       {"ternarize", {.method = "ternarize"}},
       {"nm_4_8", {.method = "nm", .n = 4, .m = 8}},
-      {"ternarize_per_channel", {.method = "ternarize", .per_channel = true}}};
+      {"ternarize_per_channel", {.method = "ternarize", .per_channel = true}},
+      {"rtn_4_g128", {.method = "rtn", .bits = 4, .group_size = 128}}};
   std::string out = absl::StrFormat(
       "{\"bytes\": %.0f, \"tensors\": %d, \"rows\": %d, \"cols\": %d, \"layout\": \"%s\"", bytes,
       tensors, rows, cols, matmul ? "matmul" : "torch");

@@ -243,7 +243,7 @@ def bench_elementwise(ctx: Context) -> List[Row]:
     return [Row(f"engine: {name} throughput, {label}", f"{ours[name]['gb_s']:.2f} GB/s",
                 f"torch {theirs[name]['gb_s']:.2f} GB/s", ours[name]["gb_s"] / theirs[name]["gb_s"],
                 ">= 1 GB/s", ours[name]["gb_s"] >= 1.0)
-            for name in ("nm_2_4", "binarize", "ternarize")]
+            for name in ("nm_2_4", "binarize", "ternarize", "rtn_4_g128")]
 
 
 def bench_sparsegpt(ctx: Context) -> List[Row]:
@@ -281,6 +281,44 @@ def bench_sparsegpt(ctx: Context) -> List[Row]:
     ]
 
 
+# ------------------------------------------------------------ issue 11: quantization
+
+def bench_gptq(ctx: Context) -> List[Row]:
+    rows, cols, samples = ctx.shapes["sparsegpt"]
+    data = os.path.join(ctx.data_dir, f"sparsegpt-{rows}x{cols}-{samples}.safetensors")
+    theirs = run_json([sys.executable, os.path.join(HERE, "torch_gptq.py"), data, "--rows", str(rows),
+                       "--cols", str(cols), "--samples", str(samples), "--bits", "4",
+                       "--group-size", "128"], ctx.env)
+    ours = run_json([binary(ctx, "sparsegpt_bench"), "--data", data, "--samples", str(samples),
+                     "--method", "gptq", "--bits", "4", "--group_size", "128",
+                     "--repeats", "1" if ctx.quick else "2"], ctx.env)
+    ctx.results["gptq"] = {"bonsai": ours, "torch": theirs}
+    ratio = theirs["seconds"] / ours["seconds"]
+    cpu_ratio = theirs["cpu_seconds"] / ours["cpu_seconds"]
+    same_output = (theirs["seconds"] + theirs["error_seconds"]) / ours["seconds"]
+    # The same algorithm on the same grids: the errors differ only where a
+    # float32 rounding went the other way.
+    error_ratio = ours["reconstruction_error"] / theirs["reconstruction_error"]
+    label = f"4-bit g128, {rows}x{cols}, {samples} calibration rows"
+    beyond = lambda r: (r["vm_hwm_bytes"] - r["rss_before_bytes"]) / MIB  # noqa: E731
+    return [
+        Row(f"engine: gptq {label}, wall (torch: algorithm only)", seconds(ours["seconds"]),
+            f"torch reference {seconds(theirs['seconds'])}", ratio, ">= 2x", ratio >= 2,
+            {"bonsai": ours, "torch": theirs}),
+        Row("engine: gptq, wall, both giving quantized weights + exact error", seconds(ours["seconds"]),
+            f"torch {seconds(theirs['seconds'] + theirs['error_seconds'])}", same_output, ">= 2x",
+            same_output >= 2),
+        Row("engine: gptq, CPU time (torch: algorithm only)", seconds(ours["cpu_seconds"]),
+            f"torch {seconds(theirs['cpu_seconds'])}", cpu_ratio, "-", None),
+        Row("engine: gptq memory beyond the layer and its Hessian (VmHWM - RSS before)",
+            f"{beyond(ours):.0f} MiB", f"torch {beyond(theirs):.0f} MiB",
+            beyond(theirs) / max(beyond(ours), 1e-9), "-", None),
+        Row("engine: gptq relative reconstruction error (same error?)", f"{ours['reconstruction_error']:.6f}",
+            f"torch {theirs['reconstruction_error']:.6f}", error_ratio, "within 1%",
+            abs(error_ratio - 1) <= 0.01),
+    ]
+
+
 # ------------------------------------------------------------ table
 
 # Run in this order (e2e first: its output is what torch's masks are compared
@@ -291,8 +329,9 @@ BENCHMARKS: Dict[str, Callable[[Context], List[Row]]] = {
     "elementwise": bench_elementwise,
     "sparsegpt": bench_sparsegpt,
     "sharded": bench_sharded,
+    "gptq": bench_gptq,
 }
-DISPLAY = ["engine", "e2e", "sharded", "elementwise", "sparsegpt"]
+DISPLAY = ["engine", "e2e", "sharded", "elementwise", "sparsegpt", "gptq"]
 
 
 def format_table(rows: List[Row]) -> str:
@@ -324,6 +363,7 @@ def main() -> int:
         {"global": (6, 4096, 4096), "elementwise": (4, 4096, 4096), "sparsegpt": (4096, 4096, 4096),
          "sharded": (8 * GIB, 16, 4096, 11008, 32000)}
     ctx = Context(build_dir, args.quick, os.path.join(build_dir, "bench-data"), env, shapes)
+    os.makedirs(ctx.data_dir, exist_ok=True)  # --only sparsegpt or gptq writes its data first
 
     selected = [name for name in BENCHMARKS if not args.only or name in args.only.split(",")]
     rows_of: Dict[str, List[Row]] = {}

@@ -1,11 +1,15 @@
-// SparseGPT on one layer through CreateMethod + Apply, as the engine calls
-// it, timed and with its peak memory; printed as one JSON object for
-// bench/run_all.py. The layer and its calibration Gram matrix come from a
-// safetensors file written by bench/torch_sparsegpt.py (tensors "weight"
-// [rows, cols] and "gram" [cols, cols] = X^T X over --samples rows), so the
-// torch reference works on exactly the same problem.
+// SparseGPT (or, with --method gptq, GPTQ) on one layer through
+// CreateMethod + Apply, as the engine calls it, timed and with its peak
+// memory; printed as one JSON object for bench/run_all.py. The layer and its
+// calibration Gram matrix come from a safetensors file written by
+// bench/torch_sparsegpt.py (tensors "weight" [rows, cols] and "gram" [cols,
+// cols] = X^T X over --samples rows), so the torch references work on
+// exactly the same problem.
 //
-//   sparsegpt_bench --data FILE --samples N [--sparsity 0.5] [--repeats 1] [--save OUT]
+//   sparsegpt_bench --data FILE --samples N [--method sparsegpt|gptq] [--sparsity 0.5]
+//                   [--bits B] [--group_size G] [--act_order 0|1] [--repeats 1] [--save OUT]
+//
+// --bits with sparsegpt is its joint pruning and quantization.
 //
 // --save writes the pruned weight as raw float32, to compare the output of
 // two builds bit for bit.
@@ -68,7 +72,10 @@ int main(int argc, char** argv) {
   uint64_t samples = 0;
   double sparsity = 0.5;
   int repeats = 1;
-  std::string save;
+  std::string save, method_name = "sparsegpt";
+  int bits = 0;
+  bool act_order = false;
+  int64_t group_size = 128;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (i + 1 >= argc) Fail("missing value after " + arg);
@@ -78,6 +85,10 @@ int main(int argc, char** argv) {
     else if (arg == "--sparsity") sparsity = std::stod(value);
     else if (arg == "--repeats") repeats = std::stoi(value);
     else if (arg == "--save") save = value;
+    else if (arg == "--method") method_name = value;
+    else if (arg == "--bits") bits = std::stoi(value);
+    else if (arg == "--group_size") group_size = std::stoll(value);
+    else if (arg == "--act_order") act_order = value == "1";
     else Fail("unknown argument " + arg);
   }
   if (data.empty() || samples == 0) Fail("--data FILE and --samples N are required");
@@ -96,20 +107,26 @@ int main(int argc, char** argv) {
   if (!original.ok() || !gram.ok()) Fail("cannot read the data file's tensors");
   model->reset();
   methods::CalibrationStats calibration{std::move(gram->values), gram->shape[0], samples};
+  const double target = method_name == "gptq" ? 0.0 : sparsity;  // gptq prunes nothing
 
   double best = 1e300, best_cpu = 1e300, error = -1;
   uint64_t peak = 0, rss_before = 0, zeros = 0;
   for (int r = 0; r < repeats; ++r) {
     FloatTensor weight = *original;
     methods::CalibrationStats fresh = calibration;  // Apply consumes its statistics
-    auto method = methods::CreateMethod({.method = "sparsegpt", .sparsity = sparsity,
-                                         .block_size = 128, .dampening = 0.01});
+    auto method = methods::CreateMethod({.method = method_name,
+                                         .sparsity = target,
+                                         .block_size = 128,
+                                         .dampening = 0.01,
+                                         .bits = bits,
+                                         .group_size = group_size,
+                                         .act_order = act_order});
     if (!method.ok()) Fail(method.status().ToString());
     ResetPeakRss();
     rss_before = StatusBytes("VmRSS");
     const auto start = Clock::now();
     const double cpu_start = CpuSeconds();
-    auto outcome = (*method)->Apply({&info, &weight, sparsity, &fresh},
+    auto outcome = (*method)->Apply({&info, &weight, target, &fresh},
                                     [](double) { return true; });
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     const double cpu = CpuSeconds() - cpu_start;

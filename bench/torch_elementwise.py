@@ -1,5 +1,5 @@
-"""Baselines for elementwise_methods_bench: 2:4, binarize and ternarize
-written directly in torch (vectorised, as one would in a notebook), on
+"""Baselines for elementwise_methods_bench: 2:4, binarize, ternarize and
+4-bit round-to-nearest in groups of 128 written directly in torch (vectorised, as one would in a notebook), on
 float32 weights of the same sizes; prints one JSON object in the same shape.
 
     torch_elementwise.py [--tensors 4] [--rows 4096] [--cols 4096] [--repeats 3]
@@ -30,6 +30,18 @@ def ternarize(w: torch.Tensor) -> torch.Tensor:
     return (w / (gamma + 1e-5)).round().clamp(-1, 1) * gamma
 
 
+def rtn_4_g128(w: torch.Tensor) -> torch.Tensor:
+    """Round-to-nearest, 4 bits, groups of 128 along a row, bonsai's grid."""
+    g = w.reshape(w.shape[0], -1, 128)
+    lo = g.amin(dim=2, keepdim=True).clamp(max=0)
+    hi = g.amax(dim=2, keepdim=True).clamp(min=0)
+    scale = (hi - lo) / 15
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    zero = torch.round(-lo / scale).clamp(0, 15)
+    q = (torch.round(g / scale) + zero).clamp(0, 15)
+    return (scale * (q - zero)).reshape(w.shape)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tensors", type=int, default=4)
@@ -42,7 +54,8 @@ def main() -> None:
     weights = [torch.randn(args.rows, args.cols, generator=generator) * 0.02 for _ in range(args.tensors)]
     size = 4.0 * args.tensors * args.rows * args.cols
     result = {"bytes": size, "torch": torch.__version__, "threads": torch.get_num_threads()}
-    for name, fn in (("nm_2_4", nm_2_4), ("binarize", binarize), ("ternarize", ternarize)):
+    for name, fn in (("nm_2_4", nm_2_4), ("binarize", binarize), ("ternarize", ternarize),
+                     ("rtn_4_g128", rtn_4_g128)):
         wall, cpu = [], []
         for _ in range(args.repeats):
             start, cpu_start = time.perf_counter(), time.process_time()

@@ -22,6 +22,10 @@ methods::MethodConfig ToMethodConfig(const std::string& method, double sparsity,
   if (options.block_size() > 0) config.block_size = static_cast<int>(options.block_size());
   if (options.dampening() > 0) config.dampening = options.dampening();
   config.per_channel = options.per_channel();
+  config.bits = static_cast<int>(options.bits());
+  if (options.has_group_size()) config.group_size = options.group_size();
+  config.symmetric = options.symmetric();
+  config.act_order = options.act_order();
   return config;
 }
 

@@ -3,6 +3,7 @@
 #ifndef BONSAI_SERVER_METHODS_METHOD_CONFIG_H_
 #define BONSAI_SERVER_METHODS_METHOD_CONFIG_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,11 @@ struct MethodConfig {
   int block_size = 128;
   double dampening = 0.01;
   bool per_channel = false;
+  // Weight quantization (rtn, gptq; sparsegpt's joint mode when bits > 0).
+  int bits = 0;  // 0: the method's default (4 for rtn and gptq; none for sparsegpt)
+  int64_t group_size = 128;  // weights per grid along the reduction axis; 0: a whole row
+  bool symmetric = false;
+  bool act_order = false;  // gptq: columns in order of decreasing Hessian diagonal
 };
 
 struct ParameterDescription {

@@ -6,9 +6,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/methods/binarize.h"
+#include "server/methods/gptq.h"
 #include "server/methods/magnitude.h"
 #include "server/methods/method.h"
 #include "server/methods/nm.h"
+#include "server/methods/quant_grid.h"
+#include "server/methods/rtn.h"
 #include "server/methods/sparsegpt.h"
 #include "server/methods/structured.h"
 #include "server/methods/ternarize.h"
@@ -38,6 +41,30 @@ ParameterDescription MParameter() {
   return {"options.m", "uint32", "0",
           "N:M group size along the reduction axis (Conv: input channels at one kernel "
           "position); at most 32"};
+}
+
+ParameterDescription BitsParameter(const char* default_value, const char* use) {
+  return {"options.bits", "uint32", default_value,
+          absl::StrCat("bits per weight: 2, 3, 4 or 8", use)};
+}
+std::vector<ParameterDescription> GridParameters() {
+  return {{"options.group_size", "optional uint32", "128",
+           "weights per grid along the reduction axis (Conv: in*kh*kw in unfold order); 0: one "
+           "grid per output channel; a size that does not divide the axis leaves a shorter last "
+           "group"},
+          {"options.symmetric", "bool", "false",
+           "zero point fixed at 2^(bits-1), scale max|w| / (2^(bits-1) - 1); otherwise a "
+           "min-max grid with an integer zero point, 0 always on it"}};
+}
+std::vector<ParameterDescription> ObsParameters() {
+  return {{"options.block_size", "uint32", "128", "columns per lazy-update block"},
+          {"options.dampening", "float", "0.01",
+           "added to the Hessian diagonal, as a fraction of its mean"}};
+}
+template <typename... Lists>
+std::vector<ParameterDescription> Join(std::vector<ParameterDescription> first, Lists... rest) {
+  (first.insert(first.end(), rest.begin(), rest.end()), ...);
+  return first;
 }
 
 absl::Status CheckSparsity(const MethodConfig& config) {
@@ -79,20 +106,52 @@ Factory Build(std::function<absl::Status(const MethodConfig&)> check) {
   };
 }
 
-absl::Status CheckSparseGpt(const MethodConfig& config) {
-  if (auto s = CheckSparsityOrNM(config); !s.ok()) return s;
+// rtn, gptq and sparsegpt's joint mode; bits 0 is the method's default.
+absl::Status CheckQuantOptions(const MethodConfig& config) {
+  if (config.bits != 0 && config.bits != 2 && config.bits != 3 && config.bits != 4 &&
+      config.bits != 8) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config.method, " bits must be 2, 3, 4 or 8; got ", config.bits,
+        ". Ask for e.g. bits=4 (16 levels per group of group_size weights)."));
+  }
+  if (config.group_size < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config.method, " group_size must be >= 0 (0: one grid per output channel); got ",
+        config.group_size));
+  }
+  return absl::OkStatus();
+}
+
+// The options of the OBS sweep that gptq and sparsegpt share.
+absl::Status CheckObsOptions(const MethodConfig& config) {
   if (config.block_size < 0 || config.block_size > 4096) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "sparsegpt block_size must be in [1, 4096] (0 means ", kSparseGptDefaultBlock,
+        config.method, " block_size must be in [1, 4096] (0 means ", kSparseGptDefaultBlock,
         "); got ", config.block_size));
   }
   if (!(std::isfinite(config.dampening) && config.dampening >= 0.0 && config.dampening <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "sparsegpt dampening must be in [0, 1] as a fraction of the mean Hessian diagonal "
+        config.method, " dampening must be in [0, 1] as a fraction of the mean Hessian diagonal "
         "(0 means ", kSparseGptDefaultDampening, "); got ", config.dampening,
         ". Raise it (e.g. 0.1) if the Hessian is not positive definite."));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckSparseGpt(const MethodConfig& config) {
+  if (auto s = CheckSparsityOrNM(config); !s.ok()) return s;
+  if (auto s = CheckObsOptions(config); !s.ok()) return s;
+  if (config.act_order) {
+    return absl::InvalidArgumentError(
+        "act_order is gptq's: sparsegpt visits columns in order, its masks being chosen block by "
+        "block. Leave act_order unset, or quantize without pruning with method gptq.");
+  }
+  return CheckQuantOptions(config);
+}
+
+absl::Status CheckGptq(const MethodConfig& config) {
+  if (auto s = CheckQuantOptions(config); !s.ok()) return s;
+  return CheckObsOptions(config);
 }
 
 const std::vector<std::string>& AllFormats() {
@@ -141,11 +200,13 @@ const std::vector<Entry>& Entries() {
       {{"sparsegpt",
         "SparseGPT (Frantar & Alistarh 2023): one-shot pruning with optimal brain surgeon "
         "updates of the remaining weights from the calibration Hessian, in column blocks. "
-        "Unstructured or N:M. Needs calibration data; reports the reconstruction error.",
-        {SparsityParameter(), NParameter(" (optional; instead of sparsity)"), MParameter(),
-         {"options.block_size", "uint32", "128", "columns per lazy-update block"},
-         {"options.dampening", "float", "0.01",
-          "added to the Hessian diagonal, as a fraction of its mean"}},
+        "Unstructured or N:M; with options.bits the kept weights are quantized in the same "
+        "pass (rtn's grids). Needs calibration data; reports the reconstruction error.",
+        Join({SparsityParameter(), NParameter(" (optional; instead of sparsity)"), MParameter()},
+             ObsParameters(),
+             std::vector<ParameterDescription>{BitsParameter(
+                 "0", "; 0: prune only, else also quantize the kept weights in the same pass")},
+             GridParameters()),
         true,
         AllFormats()},
        Build<SparseGptMethod>(CheckSparseGpt)},
@@ -163,6 +224,29 @@ const std::vector<Entry>& Entries() {
         false,
         AllFormats()},
        Build<TernarizeMethod>(nullptr)},
+      {{"rtn",
+        "Round-to-nearest weight quantization: each group of group_size weights along the "
+        "reduction axis gets a uniform grid over its range (0 included), and each weight "
+        "becomes its nearest grid point, written back dequantized: scale * (q - zero). "
+        "Calibration data is optional; with it the report gives the reconstruction error.",
+        Join(std::vector<ParameterDescription>{BitsParameter("4", "")}, GridParameters()),
+        false,
+        AllFormats()},
+       Build<RtnMethod>(CheckQuantOptions)},
+      {{"gptq",
+        "GPTQ (Frantar et al. 2022): quantizes one column at a time onto rtn's grids and "
+        "spreads each rounding error over the weights not yet quantized with optimal brain "
+        "surgeon updates from the calibration Hessian, in column blocks. Needs calibration "
+        "data; reports the reconstruction error.",
+        Join(std::vector<ParameterDescription>{BitsParameter("4", "")}, GridParameters(),
+             std::vector<ParameterDescription>{
+                 {"options.act_order", "bool", "false",
+                  "quantize columns in order of decreasing Hessian diagonal; the groups stay "
+                  "those of the natural column order"}},
+             ObsParameters()),
+        true,
+        AllFormats()},
+       Build<GptqMethod>(CheckGptq)},
   };
   return *entries;
 }

@@ -85,4 +85,22 @@ void GatherRows(const MatrixGeometry& g, absl::Span<const float> values, int64_t
   }
 }
 
+void ScatterRows(const MatrixGeometry& g, tensor::ConstMatrix rows, int64_t first,
+                 absl::Span<float> values) {
+  if (g.row_stride == 1) {
+    // A column at a time, for the reason GatherRows gives.
+    for (int64_t ch = 0, col = 0; ch < g.channels; ++ch)
+      for (int64_t k = 0; k < g.kernel; ++k, ++col) {
+        float* dst = values.data() + g.Offset(first, ch, k);
+        for (int64_t r = 0; r < rows.rows; ++r) dst[r] = rows.data[r * rows.ld + col];
+      }
+    return;
+  }
+  for (int64_t r = 0; r < rows.rows; ++r) {
+    const float* src = rows.data.data() + r * rows.ld;
+    for (int64_t ch = 0; ch < g.channels; ++ch)
+      for (int64_t k = 0; k < g.kernel; ++k) values[g.Offset(first + r, ch, k)] = *src++;
+  }
+}
+
 }  // namespace bonsai::methods

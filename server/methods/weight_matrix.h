@@ -73,6 +73,10 @@ inline bool ColumnsAreContiguous(const MatrixGeometry& g) {
 void GatherRows(const MatrixGeometry& geometry, absl::Span<const float> values,
                 int64_t first, tensor::Matrix out);
 
+// The reverse: writes `rows` (rows.rows x cols) back as rows [first, ...).
+void ScatterRows(const MatrixGeometry& geometry, tensor::ConstMatrix rows, int64_t first,
+                 absl::Span<float> values);
+
 }  // namespace bonsai::methods
 
 #endif  // BONSAI_SERVER_METHODS_WEIGHT_MATRIX_H_

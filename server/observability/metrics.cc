@@ -29,8 +29,9 @@ using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 using prometheus::Histogram;
 
-constexpr std::array<std::string_view, 8> kMethods = {
-    "magnitude", "nm", "structured", "wanda", "sparsegpt", "binarize", "ternarize", "inspect"};
+constexpr std::array<std::string_view, 10> kMethods = {
+    "magnitude", "nm",        "structured", "wanda", "sparsegpt",
+    "binarize",  "ternarize", "rtn",        "gptq",  "inspect"};
 constexpr std::array<std::string_view, 2> kFormats = {"onnx", "safetensors"};
 constexpr std::array<std::string_view, 4> kReasons = {"queue_full", "too_large",
                                                       "shutting_down", "spool_full"};

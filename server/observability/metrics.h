@@ -32,7 +32,7 @@ void SetJobsQueued(int64_t queued);
 
 // Label values outside the known sets (a misspelt method from a client, say)
 // are recorded as "other", so no client can grow the number of series.
-//   method: magnitude nm structured wanda sparsegpt binarize ternarize inspect
+//   method: magnitude nm structured wanda sparsegpt binarize ternarize rtn gptq inspect
 //   format: onnx safetensors (else "unknown")
 //   reason: queue_full too_large shutting_down
 

@@ -252,7 +252,7 @@ def test_labels_stay_bounded(scraped):
     are from fixed sets, gRPC methods are the API's own."""
     allowed = {
         "method": {"magnitude", "nm", "structured", "wanda", "sparsegpt", "binarize", "ternarize",
-                   "inspect", "other"},
+                   "rtn", "gptq", "inspect", "other"},
         "format": {"onnx", "safetensors", "unknown"},
         "outcome": {"ok", "invalid", "rejected", "cancelled", "failed"},
         "grpc_method": {"Compress", "Inspect", "GetCapabilities", "Check", "Watch",

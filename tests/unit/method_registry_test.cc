@@ -16,8 +16,8 @@ TEST(MethodRegistryTest, CapabilitiesListEveryMethodAndWhichNeedCalibration) {
     EXPECT_FALSE(d.description.empty()) << d.name;
   }
   EXPECT_THAT(names, ElementsAre("magnitude", "nm", "structured", "wanda", "sparsegpt",
-                                 "binarize", "ternarize"));
-  EXPECT_THAT(calibrated, ElementsAre("wanda", "sparsegpt"));
+                                 "binarize", "ternarize", "rtn", "gptq"));
+  EXPECT_THAT(calibrated, ElementsAre("wanda", "sparsegpt", "gptq"));
 }
 
 TEST(MethodRegistryTest, EveryListedMethodCanBeCreatedWithValidParameters) {

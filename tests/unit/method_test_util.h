@@ -43,6 +43,17 @@ inline std::vector<float> RandomNormal(size_t count, uint32_t seed, float scale 
   return v;
 }
 
+// Inputs with correlated features, as real activations have, so that
+// updating the weights not yet visited has something to gain.
+inline std::vector<float> CorrelatedInputs(int64_t n, int64_t d, uint32_t seed) {
+  std::vector<float> z = RandomNormal(n * d, seed);
+  std::vector<float> x(n * d);
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t j = 0; j < d; ++j)
+      x[s * d + j] = z[s * d + j] + 0.8f * z[s * d + (j + 1) % d] + 0.5f * z[s * d];
+  return x;
+}
+
 // X^T X of x (n x d, row-major), in double then rounded once.
 inline CalibrationStats GramOf(const std::vector<float>& x, int64_t n, int64_t d) {
   CalibrationStats stats;

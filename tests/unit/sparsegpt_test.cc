@@ -10,22 +10,12 @@
 namespace bonsai::methods {
 namespace {
 
+using testing::CorrelatedInputs;
 using testing::CountZeros;
 using testing::GramOf;
 using testing::OutputError;
 using testing::OwnedWeight;
 using testing::RandomNormal;
-
-// Inputs with correlated features, as real activations have, so that
-// updating the kept weights has something to gain.
-std::vector<float> CorrelatedInputs(int64_t n, int64_t d, uint32_t seed) {
-  std::vector<float> z = RandomNormal(n * d, seed);
-  std::vector<float> x(n * d);
-  for (int64_t s = 0; s < n; ++s)
-    for (int64_t j = 0; j < d; ++j)
-      x[s * d + j] = z[s * d + j] + 0.8f * z[s * d + (j + 1) % d] + 0.5f * z[s * d];
-  return x;
-}
 
 struct SparseGpt {
   MethodConfig config;

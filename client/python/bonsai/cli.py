@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--block-size", type=int)
     c.add_argument("--dampening", type=float)
     c.add_argument("--per-channel", action="store_true", default=None)
+    c.add_argument("--bits", type=int, help="rtn, gptq: 2, 3, 4 or 8 (default 4); sparsegpt: also quantize")
+    c.add_argument("--group-size", type=int, help="weights per quantization grid (default 128; 0: per channel)")
+    c.add_argument("--symmetric", action="store_true", default=None)
+    c.add_argument("--act-order", action="store_true", default=None)
     c.add_argument("--rules", metavar="FILE", help="JSON list of rules (tensor_regex, method, sparsity, ...)")
     c.add_argument("--output", choices=("dense", "packed"), default="dense", help="storage of the output")
     c.add_argument("--calibration", metavar="FILE", help="safetensors of Gram matrices (bonsai.calibration)")
@@ -106,7 +110,8 @@ def _overrides(items: Sequence[str]) -> dict:
 
 def _compress(client: Client, args) -> None:
     options = {k: getattr(args, k) for k in ("n", "m", "norm", "structured_mode", "block_size",
-                                             "dampening", "per_channel")}
+                                             "dampening", "per_channel", "bits", "group_size",
+                                             "symmetric", "act_order")}
     rules = []
     if args.rules:
         with open(args.rules) as f:

@@ -15,7 +15,10 @@ _NORMS = {"l1": pb.NORM_L1, "l2": pb.NORM_L2, None: pb.NORM_UNSPECIFIED}
 _MODES = {"mask": pb.STRUCTURED_MODE_MASK, "physical": pb.STRUCTURED_MODE_PHYSICAL,
           None: pb.STRUCTURED_MODE_UNSPECIFIED}
 _OUTPUTS = {"dense": pb.OUTPUT_MODE_DENSE, "packed": pb.OUTPUT_MODE_PACKED, None: pb.OUTPUT_MODE_UNSPECIFIED}
-_OPTION_FIELDS = ("n", "m", "norm", "structured_mode", "block_size", "dampening", "per_channel")
+# group_size is a proto3 `optional`: setting it, to 0 too, marks it present
+# (0: one grid per output channel); leaving it out (or None) means 128.
+_OPTION_FIELDS = ("n", "m", "norm", "structured_mode", "block_size", "dampening", "per_channel",
+                  "bits", "group_size", "symmetric", "act_order")
 _RULE_FIELDS = ("tensor_regex", "method", "sparsity", "scope", "options", "name")
 
 
