@@ -259,7 +259,7 @@ TEST(OnnxModelTest, HalfAndDoubleTensorsKeepDTypeAndExactness) {
   EXPECT_EQ(back.graph().initializer(1).double_data(2), 0.0);
 }
 
-TEST(OnnxModelTest, ExternalDataIsInvalidArgument) {
+TEST(OnnxModelTest, ExternalDataThatWasNotUploadedIsInvalidArgumentNamingIt) {
   onnx::ModelProto proto = EmptyModel();
   onnx::TensorProto* w = proto.mutable_graph()->add_initializer();
   w->set_name("W");
@@ -272,8 +272,7 @@ TEST(OnnxModelTest, ExternalDataIsInvalidArgument) {
   auto model = ParseOnnx(Serialized(proto));
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(model.status().message()),
-              HasSubstr("external data is not accepted in an upload"));
-  EXPECT_THAT(std::string(model.status().message()), HasSubstr("save_as_external_data=False"));
+              HasSubstr("location \"weights.bin\" (weights.bin) was not uploaded with the model"));
 }
 
 TEST(OnnxModelTest, RawDataOfWrongLengthIsInvalidArgumentNamingTheTensor) {
