@@ -163,7 +163,7 @@ JobRun RunJob(std::string bytes, double sparsity) {
   const engine::ValidatedSpec spec = Check(engine::ValidateSpec(proto), "ValidateSpec");
   // The job reads the model from a complete spool file and writes its output
   // to the spool, as in the server (less the upload and the send).
-  auto file = bonsai::storage::SpoolFile::Create("/tmp", "model.safetensors", bytes.size());
+  auto file = bonsai::storage::SpoolFile::Create("/tmp", "model.safetensors");
   if (!file.ok() || !(*file)->Append(bytes).ok()) Fail("cannot spool the model in /tmp");
   (*file)->Complete();
   const uint64_t size = bytes.size();

@@ -130,7 +130,7 @@ void CompressReactor::EndUpload() {
   phase_ = Phase::kJob;
   receive_seconds_ = Seconds(Clock::now() - receive_start_);
   observability::RecordStageSeconds(observability::JobStage::kReceive, receive_seconds_);
-  observability::RecordModelBytes(uploads_.declared_bytes());
+  observability::RecordModelBytes(uploads_.model_bytes());
   if (absl::Status complete = uploads_.Complete(); !complete.ok()) {
     cancel_.Cancel();
     FinishWith(complete);
@@ -144,9 +144,7 @@ void CompressReactor::RunJob() {
     CompleteJob(absl::CancelledError("the job was cancelled before it started"));
     return;
   }
-  formats::WaitPolicy wait;
-  wait.cancelled = [this] { return cancel_.cancelled(); };
-  wait.idle = absl::Seconds(context_.options.receive_idle_timeout_seconds);
+  const formats::WaitPolicy wait = uploads_.Wait([this] { return cancel_.cancelled(); });
   engine::CompressionInput input;
   input.spec = spec_.get();
   input.files = uploads_.InputFiles(wait);

@@ -80,9 +80,7 @@ absl::Status InspectReactor::HandleRequest() {
 
 void InspectReactor::RunJob() {
   if (cancel_.cancelled()) return FinishOnce(absl::CancelledError("the call was cancelled"));
-  formats::WaitPolicy wait;
-  wait.cancelled = [this] { return cancel_.cancelled(); };
-  wait.idle = absl::Seconds(context_.options.receive_idle_timeout_seconds);
+  const formats::WaitPolicy wait = uploads_.Wait([this] { return cancel_.cancelled(); });
   auto result = Guarded([&] { return engine::RunInspectJob(spec_, uploads_.InputFiles(wait), cancel_); });
   {
     // gRPC owns response_ only until the call ends: write it while holding

@@ -78,7 +78,7 @@ absl::Status UploadFiles::Declare(
   spool_room_ = *std::move(reservation);
   auto activity = std::make_shared<storage::UploadActivity>();
   for (const v1::FileDeclaration& file : files) {
-    auto data = storage::SpoolFile::Create(options_.spool_dir, file.name(), file.size_bytes());
+    auto data = storage::SpoolFile::Create(options_.spool_dir, file.name());
     if (!data.ok()) return data.status();
     (*data)->set_activity(activity);
     files_.push_back({file, *std::move(data)});
@@ -87,11 +87,12 @@ absl::Status UploadFiles::Declare(
     v1::FileDeclaration declaration;
     declaration.set_name("calibration");
     declaration.set_size_bytes(calibration_bytes);
-    auto data = storage::SpoolFile::Create(options_.spool_dir, "calibration", calibration_bytes);
+    auto data = storage::SpoolFile::Create(options_.spool_dir, "calibration");
     if (!data.ok()) return data.status();
     (*data)->set_activity(activity);
     calibration_ = Upload{declaration, *std::move(data)};
   }
+  model_bytes_ = total;
   declared_bytes_ = total + calibration_bytes;
   return absl::OkStatus();
 }
@@ -169,6 +170,13 @@ std::vector<uint64_t> UploadFiles::sizes() const {
   std::vector<uint64_t> sizes;
   for (const Upload& upload : files_) sizes.push_back(upload.declaration.size_bytes());
   return sizes;
+}
+
+formats::WaitPolicy UploadFiles::Wait(std::function<bool()> cancelled) const {
+  formats::WaitPolicy wait;
+  wait.cancelled = std::move(cancelled);
+  wait.idle = absl::Seconds(options_.receive_idle_timeout_seconds);
+  return wait;
 }
 
 std::vector<formats::InputFile> UploadFiles::InputFiles(const formats::WaitPolicy& wait) const {

@@ -6,6 +6,7 @@
 #define BONSAI_SERVER_API_UPLOAD_FILES_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,12 +43,15 @@ class UploadFiles {
   // Wakes a job waiting for bytes that will never come.
   void Fail(const absl::Status& why);
 
-  uint64_t declared_bytes() const { return declared_bytes_; }
+  uint64_t model_bytes() const { return model_bytes_; }        // the model's files
+  uint64_t declared_bytes() const { return declared_bytes_; }  // and the calibration
   uint64_t received_bytes() const { return received_bytes_; }
-  size_t file_count() const { return files_.size(); }
   std::vector<std::string> names() const;
   std::vector<uint64_t> sizes() const;
 
+  // How a job waits for these files: until `cancelled()`, or until the
+  // upload sends nothing for --receive_idle_timeout_seconds.
+  formats::WaitPolicy Wait(std::function<bool()> cancelled) const;
   std::vector<formats::InputFile> InputFiles(const formats::WaitPolicy& wait) const;
   std::optional<formats::InputFile> Calibration(const formats::WaitPolicy& wait) const;
 
@@ -62,6 +66,7 @@ class UploadFiles {
   std::vector<Upload> files_;
   std::optional<Upload> calibration_;
   std::unique_ptr<storage::Reservation> spool_room_;
+  uint64_t model_bytes_ = 0;
   uint64_t declared_bytes_ = 0;
   uint64_t received_bytes_ = 0;
 };

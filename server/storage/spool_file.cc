@@ -38,17 +38,16 @@ int OpenUnlinked(const std::string& dir) {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<SpoolFile>> SpoolFile::Create(const std::string& dir,
-                                                             std::string name,
-                                                             uint64_t expected_size) {
+                                                             std::string name) {
   const int fd = OpenUnlinked(dir);
   if (fd < 0) return ErrnoStatus(absl::StrCat("cannot create a spool file in ", dir), errno);
-  return std::shared_ptr<SpoolFile>(new SpoolFile(fd, std::move(name), expected_size));
+  return std::shared_ptr<SpoolFile>(new SpoolFile(fd, std::move(name)));
 }
 
 absl::StatusOr<std::shared_ptr<SpoolFile>> SpoolFile::CreateInMemory(std::string name) {
   const int fd = memfd_create("bonsai", MFD_CLOEXEC);
   if (fd < 0) return ErrnoStatus("memfd_create", errno);
-  return std::shared_ptr<SpoolFile>(new SpoolFile(fd, std::move(name), 0));
+  return std::shared_ptr<SpoolFile>(new SpoolFile(fd, std::move(name)));
 }
 
 SpoolFile::~SpoolFile() { close(fd_); }
@@ -109,11 +108,6 @@ uint64_t SpoolFile::size() const {
 bool SpoolFile::complete() const {
   absl::MutexLock lock(&mu_);
   return complete_;
-}
-
-absl::Status SpoolFile::failure() const {
-  absl::MutexLock lock(&mu_);
-  return failure_;
 }
 
 absl::Status SpoolFile::WaitFor(uint64_t end, const std::function<bool()>& cancelled,

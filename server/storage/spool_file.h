@@ -37,11 +37,9 @@ class UploadActivity {
 
 class SpoolFile {
  public:
-  // Creates an empty, unlinked file in `dir`. `expected_size` is the size
-  // the writer promises (an upload's declared size); 0 when unknown.
+  // Creates an empty, unlinked file in `dir`.
   static absl::StatusOr<std::shared_ptr<SpoolFile>> Create(const std::string& dir,
-                                                           std::string name,
-                                                           uint64_t expected_size = 0);
+                                                           std::string name);
   // The same in anonymous memory (memfd), for tests and benchmarks.
   static absl::StatusOr<std::shared_ptr<SpoolFile>> CreateInMemory(std::string name);
   ~SpoolFile();
@@ -49,7 +47,6 @@ class SpoolFile {
   SpoolFile& operator=(const SpoolFile&) = delete;
 
   const std::string& name() const { return name_; }
-  uint64_t expected_size() const { return expected_size_; }
 
   // Writer side. Append never blocks on readers.
   absl::Status Append(std::string_view bytes);
@@ -67,7 +64,6 @@ class SpoolFile {
   // Reader side.
   uint64_t size() const;     // bytes written so far
   bool complete() const;
-  absl::Status failure() const;  // OK unless Fail was called
   // Waits until [0, end) is written. OUT_OF_RANGE when the file completed
   // shorter, the writer's failure when it failed, DEADLINE_EXCEEDED when no
   // byte arrived for `idle` (in this file or, with an activity clock, in
@@ -80,13 +76,11 @@ class SpoolFile {
   absl::StatusOr<std::string> ReadAll() const;  // for files kept whole (ONNX graphs, small files)
 
  private:
-  SpoolFile(int fd, std::string name, uint64_t expected_size)
-      : fd_(fd), name_(std::move(name)), expected_size_(expected_size) {}
+  SpoolFile(int fd, std::string name) : fd_(fd), name_(std::move(name)) {}
   void Changed();
 
   const int fd_;
   const std::string name_;
-  const uint64_t expected_size_;
   std::function<void()> on_change_;
   std::shared_ptr<UploadActivity> activity_;
   mutable absl::Mutex mu_;

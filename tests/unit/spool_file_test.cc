@@ -12,8 +12,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::shared_ptr<SpoolFile> NewFile(uint64_t expected = 0) {
-  auto file = SpoolFile::Create("/tmp", "model.safetensors", expected);
+std::shared_ptr<SpoolFile> NewFile() {
+  auto file = SpoolFile::Create("/tmp", "model.safetensors");
   EXPECT_TRUE(file.ok()) << file.status();
   return *file;
 }
