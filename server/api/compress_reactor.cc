@@ -189,6 +189,11 @@ void CompressReactor::QueueProgress(v1::Stage stage, double fraction, std::strin
 }
 
 void CompressReactor::CompleteJob(absl::StatusOr<v1::CompressionReport> result) {
+  // The job's work is over: its slot goes back now, before the client can
+  // see the report or the status, so a client that starts its next job at
+  // once is never refused by its own previous one. (The output still
+  // streams from the spool, whose room the upload keeps until the call ends.)
+  slot_.reset();
   {
     absl::MutexLock lock(&mu_);
     if (finish_called_ || final_status_) return;

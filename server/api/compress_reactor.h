@@ -74,6 +74,8 @@ class CompressReactor
   enum class Phase { kAwaitSpec, kReceiving, kJob, kEnded } phase_ = Phase::kAwaitSpec;
   std::shared_ptr<engine::ValidatedSpec> spec_;
   UploadFiles uploads_;
+  // Set by the spec (reading side), released by the job when it completes;
+  // never touched by both at once (the job starts after the spec).
   std::unique_ptr<engine::JobSlot> slot_;
   Clock::time_point receive_start_;
   Clock::time_point last_receive_progress_;
