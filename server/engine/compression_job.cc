@@ -180,7 +180,7 @@ uint64_t TotalParams(const formats::Model& model) {
 }
 
 void FillTotals(const formats::Model& model, uint64_t params_in, uint64_t bytes_in,
-                uint64_t bytes_out, uint64_t zstd_bytes, v1::CompressionReport& report) {
+                uint64_t bytes_out, const ZstdSize& zstd, v1::CompressionReport& report) {
   v1::Totals* totals = report.mutable_totals();
   uint64_t prunable = 0, nonzero = 0, dense = 0, packed = 0;
   for (const auto& t : report.tensors()) {
@@ -197,7 +197,8 @@ void FillTotals(const formats::Model& model, uint64_t params_in, uint64_t bytes_
   totals->set_sparsity(prunable ? 1.0 - double(nonzero) / prunable : 0.0);
   totals->set_model_bytes_in(bytes_in);
   totals->set_model_bytes_out(bytes_out);
-  totals->set_model_bytes_out_zstd(zstd_bytes);
+  totals->set_model_bytes_out_zstd(zstd.bytes);
+  totals->set_model_bytes_out_zstd_estimated(zstd.estimated);
   totals->set_dense_bytes(dense);
 }
 

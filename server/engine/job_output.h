@@ -37,7 +37,7 @@ class JobOutput final : public formats::OutputSink {
 
   // After the last EndFile: waits for the zstd sizes and returns the files'
   // reports and the total zstd size.
-  absl::StatusOr<uint64_t> ZstdBytes() { return zstd_.Total(); }
+  absl::StatusOr<ZstdSize> ZstdBytes() { return zstd_.Total(); }
   std::vector<v1::FileReport> file_reports() const;
   uint64_t bytes_out() const;
 

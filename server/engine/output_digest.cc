@@ -47,10 +47,12 @@ ZstdFrameSizer::~ZstdFrameSizer() {
 void ZstdFrameSizer::Add(std::shared_ptr<const storage::SpoolFile> file, uint64_t offset,
                          uint64_t length) {
   absl::MutexLock lock(&mu_);
-  frames_.push_back({std::move(file), offset, length});
+  const bool sampled = queued_bytes_ >= kZstdExactBytes && length >= 2 * kZstdSampleBytes;
+  queued_bytes_ += length;
+  frames_.push_back({std::move(file), offset, length, sampled});
 }
 
-absl::StatusOr<uint64_t> ZstdFrameSizer::Total() {
+absl::StatusOr<ZstdSize> ZstdFrameSizer::Total() {
   absl::MutexLock lock(&mu_);
   auto drained = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return (frames_.empty() && !busy_) || !error_.ok();
@@ -77,10 +79,13 @@ void ZstdFrameSizer::Run() {
     }
     absl::Status status;
     uint64_t size = 0;
-    in.resize(frame.length);
-    status = frame.file->ReadAt(frame.offset, absl::MakeSpan(in.data(), in.size()));
+    // A sampled frame reads only its middle slice.
+    const uint64_t length = frame.sampled ? kZstdSampleBytes : frame.length;
+    const uint64_t offset = frame.offset + (frame.length - length) / 2;
+    in.resize(length);
+    status = frame.file->ReadAt(offset, absl::MakeSpan(in.data(), in.size()));
     if (status.ok()) {
-      if (out.size() < ZSTD_compressBound(frame.length)) out.resize(ZSTD_compressBound(frame.length));
+      if (out.size() < ZSTD_compressBound(length)) out.resize(ZSTD_compressBound(length));
       const size_t result =
           ctx == nullptr ? 0
                          : ZSTD_compressCCtx(ctx, out.data(), out.size(), in.data(), in.size(), kZstdLevel);
@@ -88,12 +93,14 @@ void ZstdFrameSizer::Run() {
         status = absl::InternalError(
             absl::StrCat("zstd: ", ctx == nullptr ? "out of memory" : ZSTD_getErrorName(result)));
       } else {
-        size = result;
+        // Rounded up: an estimate never claims more than the sample showed.
+        size = frame.sampled ? (uint64_t{result} * frame.length + length - 1) / length : result;
       }
     }
     absl::MutexLock lock(&mu_);
     busy_ = false;
-    total_ += size;
+    total_.bytes += size;
+    total_.estimated |= frame.sampled;
     if (!status.ok() && error_.ok()) error_ = status;
   }
   ZSTD_freeCCtx(ctx);

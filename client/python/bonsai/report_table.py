@@ -47,7 +47,8 @@ def format_report(report: pb.CompressionReport) -> str:
     out.append(f"params       {params} (selected {tot.prunable_params:,}, nonzero after {tot.nonzero_after:,})")
     out.append(f"sparsity     {tot.sparsity:.4f} over the selected tensors")
     out.append(f"bytes in     {human_bytes(tot.model_bytes_in)}")
-    out.append(f"bytes out    {human_bytes(tot.model_bytes_out)} (zstd {human_bytes(tot.model_bytes_out_zstd)})")
+    about = "~" if tot.model_bytes_out_zstd_estimated else ""
+    out.append(f"bytes out    {human_bytes(tot.model_bytes_out)} (zstd {about}{human_bytes(tot.model_bytes_out_zstd)})")
     if tot.macs_before:
         out.append(f"MACs         {tot.macs_before:,} -> {tot.macs_after:,}")
     out.append(f"timings      queue {tim.queue_seconds:.3f}s  receive {tim.receive_seconds:.3f}s  "
