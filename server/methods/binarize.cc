@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "server/methods/ordered_sum.h"
+#include "server/methods/abs_sum.h"
 #include "server/methods/simd.h"
 #include "server/methods/weight_matrix.h"
 
@@ -42,7 +42,7 @@ absl::StatusOr<MethodOutcome> BinarizeMethod::Apply(const WeightTensor& weight,
     // Each row is read from memory once: summed, then binarized from cache.
     for (int64_t r = 0; r < g.rows; ++r) {
       float* row = values.data() + r * g.row_stride;
-      alphas[r] = AlphaOf(AddAbsInOrder(0.0, {row, static_cast<size_t>(g.cols())}), g.cols());
+      alphas[r] = AlphaOf(RowAbsSum({row, static_cast<size_t>(g.cols())}), g.cols());
       const Bits alpha = simd::SplatBits(alphas[r]);
       simd::TransformBits(row, g.cols(), [&](Bits v, int64_t) { return SignTimes(v, alpha); });
     }

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <vector>
 
-#include "server/methods/ordered_sum.h"
+#include "server/methods/abs_sum.h"
 #include "server/methods/simd.h"
 #include "server/methods/weight_matrix.h"
 
@@ -106,9 +106,9 @@ absl::StatusOr<MethodOutcome> TernarizeMethod::Apply(const WeightTensor& weight,
   outcome.packing.packing = formats::Packing::kTernary;
   std::vector<float>& scales = outcome.packing.scales;
   if (!per_channel_) {
-    // One rule for every weight: storage order is as good as row order.
+    // One rule for every weight, from the mean of all its |w|.
     const double count = static_cast<double>(g.rows) * g.cols();
-    const Rule rule(Mean(AddAbsOfAllRows(0.0, g, values), count));
+    const Rule rule(Mean(AbsSumOfAllRows(g, values), count));
     TernarizeSpan(values, rule);
     scales.push_back(rule.scale);
     return outcome;
@@ -118,7 +118,7 @@ absl::StatusOr<MethodOutcome> TernarizeMethod::Apply(const WeightTensor& weight,
     // Each row is read from memory once: summed, then ternarized from cache.
     for (int64_t r = 0; r < g.rows; ++r) {
       const absl::Span<float> row = values.subspan(r * g.row_stride, g.cols());
-      const Rule rule(Mean(AddAbsInOrder(0.0, row), cols));
+      const Rule rule(Mean(RowAbsSum(row), cols));
       TernarizeSpan(row, rule);
       scales.push_back(rule.scale);
     }
