@@ -10,7 +10,7 @@ FUZZ_DIR          ?= build-fuzz
 FUZZ_SECONDS      ?= 600
 FUZZ_TEST_SECONDS ?= 25
 
-.PHONY: deps build run test unit-test e2e-test fuzz-build fuzz fuzz-test bench image-test clean
+.PHONY: deps build stubs run test unit-test e2e-test fuzz-build fuzz fuzz-test bench image-test clean
 
 deps:
 	bash deploy/install-deps.sh
@@ -20,6 +20,12 @@ $(BUILD_DIR)/CMakeCache.txt:
 
 build: deps $(BUILD_DIR)/CMakeCache.txt
 	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# After a proto change: copy the regenerated Python stubs into the client
+# package, where they are committed (a unit test fails while they differ).
+stubs: build
+	cp $(BUILD_DIR)/proto/gen/python/bonsai/v1/compressor_pb2.py \
+	   $(BUILD_DIR)/proto/gen/python/bonsai/v1/compressor_pb2_grpc.py client/python/bonsai/v1/
 
 run: build
 	$(SERVER) --listen=$(LISTEN)
