@@ -17,16 +17,13 @@ the timed algorithm.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_model  # noqa: E402
 import torch_sparsegpt  # noqa: E402
 
 
@@ -46,21 +43,9 @@ def quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, max_code:
 
 def gptq(W: torch.Tensor, H: torch.Tensor, bits: int = 4, groupsize: int = 128, blocksize: int = 128,
          percdamp: float = 0.01) -> torch.Tensor:
-    W = W.clone().float()
-    H = H.clone()
+    W, Hinv = torch_sparsegpt.prepare(W, H, percdamp)
     columns = W.shape[1]
     max_code = 2 ** bits - 1
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-
-    damp = percdamp * torch.mean(torch.diag(H))
-    diag = torch.arange(columns)
-    H[diag, diag] += damp
-    H = torch.linalg.cholesky(H)
-    H = torch.cholesky_inverse(H)
-    H = torch.linalg.cholesky(H, upper=True)
-    Hinv = H
 
     Q = torch.zeros_like(W)
     scale = zero = None
@@ -90,43 +75,14 @@ def gptq(W: torch.Tensor, H: torch.Tensor, bits: int = 4, groupsize: int = 128, 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("data")
-    p.add_argument("--rows", type=int, default=4096)
-    p.add_argument("--cols", type=int, default=4096)
-    p.add_argument("--samples", type=int, default=4096)
+    p = torch_sparsegpt.data_arguments("GPTQ in torch, timed")
     p.add_argument("--bits", type=int, default=4)
     p.add_argument("--group-size", type=int, default=128)
     args = p.parse_args()
-
-    if not os.path.exists(args.data):
-        torch_sparsegpt.make_data(args.data, args.rows, args.cols, args.samples)
-    arrays = bench_model.load(args.data)
-    W = torch.tensor(arrays["weight"])
-    H = torch.tensor(arrays["gram"])
-    del arrays
-
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    rss_before = torch_sparsegpt.status_bytes("VmRSS")
-    start, cpu_start = time.perf_counter(), time.process_time()
-    quantized = gptq(W, H, args.bits, args.group_size)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    peak = torch_sparsegpt.status_bytes("VmHWM")
-
-    error_start, error_cpu_start = time.perf_counter(), time.process_time()
-    dW = W - quantized
-    error = float(((dW @ H) * dW).sum() / ((W @ H) * W).sum())
-    error_seconds = time.perf_counter() - error_start
-    error_cpu_seconds = time.process_time() - error_cpu_start
-    print(json.dumps({"rows": W.shape[0], "cols": W.shape[1], "samples": args.samples,
-                      "bits": args.bits, "group_size": args.group_size,
-                      "seconds": seconds, "cpu_seconds": cpu_seconds, "vm_hwm_bytes": peak,
-                      "rss_before_bytes": rss_before, "params": W.numel(),
-                      "reconstruction_error": error, "error_seconds": error_seconds,
-                      "error_cpu_seconds": error_cpu_seconds,
-                      "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "blas_threads": torch_sparsegpt.blas_threads()}))
+    figures = torch_sparsegpt.measure(args, lambda W, H: gptq(W, H, args.bits, args.group_size))
+    del figures["result"]
+    figures.update(bits=args.bits, group_size=args.group_size)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

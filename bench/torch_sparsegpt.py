@@ -38,22 +38,27 @@ def make_data(path: str, rows: int, cols: int, samples: int) -> None:
     os.replace(partial, path)
 
 
-def sparsegpt(W: torch.Tensor, H: torch.Tensor, sparsity: float, blocksize: int = 128,
-              percdamp: float = 0.01) -> torch.Tensor:
+def prepare(W: torch.Tensor, H: torch.Tensor, percdamp: float):
+    """The start both OBS sweeps (SparseGPT, GPTQ) share: a float copy of W with
+    dead inputs zeroed, and the upper Cholesky factor of the dampened inverse
+    Hessian."""
     W = W.clone().float()
     H = H.clone()
-    columns = W.shape[1]
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
-
     damp = percdamp * torch.mean(torch.diag(H))
-    diag = torch.arange(columns)
+    diag = torch.arange(W.shape[1])
     H[diag, diag] += damp
     H = torch.linalg.cholesky(H)
     H = torch.cholesky_inverse(H)
-    H = torch.linalg.cholesky(H, upper=True)
-    Hinv = H
+    return W, torch.linalg.cholesky(H, upper=True)
+
+
+def sparsegpt(W: torch.Tensor, H: torch.Tensor, sparsity: float, blocksize: int = 128,
+              percdamp: float = 0.01) -> torch.Tensor:
+    W, Hinv = prepare(W, H, percdamp)
+    columns = W.shape[1]
 
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)
@@ -101,15 +106,18 @@ def status_bytes(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
+def data_arguments(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("data")
     p.add_argument("--rows", type=int, default=4096)
     p.add_argument("--cols", type=int, default=4096)
     p.add_argument("--samples", type=int, default=4096)
-    p.add_argument("--sparsity", type=float, default=0.5)
-    args = p.parse_args()
+    return p
 
+
+def measure(args, solve) -> dict:
+    """Times `solve(W, H)` on DATA (written first when missing) and returns
+    the figures both baselines print, with the solution as "result"."""
     if not os.path.exists(args.data):
         make_data(args.data, args.rows, args.cols, args.samples)
     arrays = bench_model.load(args.data)
@@ -121,24 +129,31 @@ def main() -> None:
         f.write("5")
     rss_before = status_bytes("VmRSS")
     start, cpu_start = time.perf_counter(), time.process_time()
-    pruned = sparsegpt(W, H, args.sparsity)
+    result = solve(W, H)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak = status_bytes("VmHWM")
 
     # The figure bonsai's report carries for every layer, computed the
     # straightforward way; timed apart, so the algorithm alone stays comparable.
     error_start, error_cpu_start = time.perf_counter(), time.process_time()
-    dW = W - pruned
+    dW = W - result
     error = float(((dW @ H) * dW).sum() / ((W @ H) * W).sum())
-    error_seconds = time.perf_counter() - error_start
-    error_cpu_seconds = time.process_time() - error_cpu_start
-    print(json.dumps({"rows": W.shape[0], "cols": W.shape[1], "samples": args.samples,
-                      "seconds": seconds, "cpu_seconds": cpu_seconds, "vm_hwm_bytes": peak,
-                      "rss_before_bytes": rss_before, "zeros": int((pruned == 0).sum()),
-                      "params": W.numel(), "reconstruction_error": error,
-                      "error_seconds": error_seconds, "error_cpu_seconds": error_cpu_seconds,
-                      "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "blas_threads": blas_threads()}))
+    return {"rows": W.shape[0], "cols": W.shape[1], "samples": args.samples,
+            "seconds": seconds, "cpu_seconds": cpu_seconds, "vm_hwm_bytes": peak,
+            "rss_before_bytes": rss_before, "params": W.numel(), "reconstruction_error": error,
+            "error_seconds": time.perf_counter() - error_start,
+            "error_cpu_seconds": time.process_time() - error_cpu_start,
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "blas_threads": blas_threads(), "result": result}
+
+
+def main() -> None:
+    p = data_arguments("SparseGPT in torch, timed")
+    p.add_argument("--sparsity", type=float, default=0.5)
+    args = p.parse_args()
+    figures = measure(args, lambda W, H: sparsegpt(W, H, args.sparsity))
+    figures["zeros"] = int((figures.pop("result") == 0).sum())
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

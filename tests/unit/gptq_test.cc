@@ -19,8 +19,7 @@ using testing::OutputError;
 using testing::OwnedWeight;
 using testing::RandomNormal;
 
-struct Quantizer {
-  MethodConfig config;
+struct Quantizer : testing::ConfiguredMethod<Quantizer> {
   explicit Quantizer(const char* method, int bits, int64_t group_size) {
     config.method = method;
     config.bits = bits;
@@ -30,21 +29,6 @@ struct Quantizer {
   Quantizer& ActOrder() {
     config.act_order = true;
     return *this;
-  }
-  Quantizer& Block(int block) {
-    config.block_size = block;
-    return *this;
-  }
-  Quantizer& NM(int n, int m) {
-    config.n = n;
-    config.m = m;
-    return *this;
-  }
-  absl::StatusOr<MethodOutcome> On(OwnedWeight& w, const ProgressTick& tick = nullptr) {
-    w.sparsity = config.sparsity;
-    auto method = CreateMethod(config);
-    if (!method.ok()) return method.status();
-    return (*method)->Apply(w.view(), tick);
   }
 };
 
@@ -134,22 +118,12 @@ TEST(GptqTest, BlockSizeChangesOnlyTheOrderOfAdditions) {
 }
 
 TEST(GptqTest, TransposedStorageGivesTheSameResult) {
-  const int64_t out = 20, d = 48, n = 160;
-  const std::vector<float> x = CorrelatedInputs(n, d, 9);
-  const std::vector<float> rows = RandomNormal(out * d, 10);
-  std::vector<float> cols(out * d);
-  for (int64_t o = 0; o < out; ++o)
-    for (int64_t j = 0; j < d; ++j) cols[j * out + o] = rows[o * d + j];
-  OwnedWeight a("fc.weight", {out, d}, rows);
-  OwnedWeight b("matmul.B", {d, out}, cols, formats::WeightLayout{1, 0});
-  a.calibration = b.calibration = GramOf(x, n, d);
-  auto ra = Quantizer("gptq", 4, 16).On(a);
-  auto rb = Quantizer("gptq", 4, 16).On(b);
+  testing::TransposedPair w = testing::MakeTransposedPair(20, 48, 160, 9);
+  auto ra = Quantizer("gptq", 4, 16).On(w.rows);
+  auto rb = Quantizer("gptq", 4, 16).On(w.cols);
   ASSERT_TRUE(ra.ok() && rb.ok());
-  for (int64_t o = 0; o < out; ++o)
-    for (int64_t j = 0; j < d; ++j) {
-      EXPECT_EQ(a.values.values[o * d + j], b.values.values[j * out + o]);
-    }
+  for (int64_t o = 0; o < w.out; ++o)
+    for (int64_t j = 0; j < w.d; ++j) EXPECT_EQ(w.Row(o, j), w.Col(o, j));
   EXPECT_EQ(ra->reconstruction_error, rb->reconstruction_error);
 }
 

@@ -93,6 +93,51 @@ inline int64_t CountZeros(const std::vector<float>& v) {
   return zeros;
 }
 
+// One layer stored twice, [out, d] as a Linear weight and [d, out] as an
+// ONNX MatMul B, with the same calibration: methods must treat both alike.
+struct TransposedPair {
+  OwnedWeight rows, cols;
+  // Element (o, j) of each storage.
+  float Row(int64_t o, int64_t j) const { return rows.values.values[o * d + j]; }
+  float Col(int64_t o, int64_t j) const { return cols.values.values[j * out + o]; }
+  int64_t out, d;
+};
+
+inline TransposedPair MakeTransposedPair(int64_t out, int64_t d, int64_t n, uint32_t seed) {
+  const std::vector<float> x = CorrelatedInputs(n, d, seed);
+  const std::vector<float> rows = RandomNormal(out * d, seed + 1);
+  std::vector<float> cols(out * d);
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t j = 0; j < d; ++j) cols[j * out + o] = rows[o * d + j];
+  TransposedPair pair{OwnedWeight("fc.weight", {out, d}, rows),
+                      OwnedWeight("matmul.B", {d, out}, cols, formats::WeightLayout{1, 0}), out, d};
+  pair.rows.calibration = pair.cols.calibration = GramOf(x, n, d);
+  return pair;
+}
+
+// A method configured in steps and applied to a test weight, e.g.
+// `SparseGpt(0.5).NM(2, 4).On(w)`; a test's own builder derives from it and
+// sets the method and its main parameters in its constructor.
+template <typename Self>
+struct ConfiguredMethod {
+  MethodConfig config;
+  Self& NM(int n, int m) {
+    config.n = n;
+    config.m = m;
+    return static_cast<Self&>(*this);
+  }
+  Self& Block(int block) {
+    config.block_size = block;
+    return static_cast<Self&>(*this);
+  }
+  absl::StatusOr<MethodOutcome> On(OwnedWeight& w, const ProgressTick& tick = nullptr) {
+    w.sparsity = config.sparsity;
+    auto method = CreateMethod(config);
+    if (!method.ok()) return method.status();
+    return (*method)->Apply(w.view(), tick);
+  }
+};
+
 }  // namespace bonsai::methods::testing
 
 #endif  // BONSAI_TESTS_UNIT_METHOD_TEST_UTIL_H_

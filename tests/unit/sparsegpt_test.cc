@@ -17,23 +17,11 @@ using testing::OutputError;
 using testing::OwnedWeight;
 using testing::RandomNormal;
 
-struct SparseGpt {
-  MethodConfig config;
+struct SparseGpt : testing::ConfiguredMethod<SparseGpt> {
   explicit SparseGpt(double sparsity, int block = 32) {
     config.method = "sparsegpt";
     config.sparsity = sparsity;
     config.block_size = block;
-  }
-  SparseGpt& NM(int n, int m) {
-    config.n = n;
-    config.m = m;
-    return *this;
-  }
-  absl::StatusOr<MethodOutcome> On(OwnedWeight& w, const ProgressTick& tick = nullptr) {
-    w.sparsity = config.sparsity;
-    auto method = CreateMethod(config);
-    if (!method.ok()) return method.status();
-    return (*method)->Apply(w.view(), tick);
   }
 };
 
@@ -84,22 +72,14 @@ TEST(SparseGptTest, TwoFourPatternHoldsInEveryGroup) {
 }
 
 TEST(SparseGptTest, TransposedStorageGivesTheSameResultInPlace) {
-  const int64_t out = 24, d = 80, n = 160;
-  const std::vector<float> x = CorrelatedInputs(n, d, 7);
-  const std::vector<float> rows = RandomNormal(out * d, 8);
-  std::vector<float> cols(out * d);
-  for (int64_t o = 0; o < out; ++o)
-    for (int64_t j = 0; j < d; ++j) cols[j * out + o] = rows[o * d + j];
-  OwnedWeight a("fc.weight", {out, d}, rows);
-  OwnedWeight b("matmul.B", {d, out}, cols, formats::WeightLayout{1, 0});
-  a.calibration = b.calibration = GramOf(x, n, d);
-  auto ra = SparseGpt(0.6, 16).On(a);
-  auto rb = SparseGpt(0.6, 16).On(b);
+  testing::TransposedPair w = testing::MakeTransposedPair(24, 80, 160, 7);
+  auto ra = SparseGpt(0.6, 16).On(w.rows);
+  auto rb = SparseGpt(0.6, 16).On(w.cols);
   ASSERT_TRUE(ra.ok() && rb.ok());
   int mask_differences = 0;
-  for (int64_t o = 0; o < out; ++o)
-    for (int64_t j = 0; j < d; ++j) {
-      const float va = a.values.values[o * d + j], vb = b.values.values[j * out + o];
+  for (int64_t o = 0; o < w.out; ++o)
+    for (int64_t j = 0; j < w.d; ++j) {
+      const float va = w.Row(o, j), vb = w.Col(o, j);
       mask_differences += (va == 0.0f) != (vb == 0.0f);
       if (va != 0.0f && vb != 0.0f) {
         EXPECT_NEAR(va, vb, 1e-3);
