@@ -29,6 +29,8 @@ TEST_PACKAGES=(
   # fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes,
   # llvm-symbolizer for readable sanitizer stacks
   clang-14 libclang-rt-14-dev llvm-14
+  # the HTML report is rendered in a real browser (headless)
+  chromium
 )
 
 wanted=("${BUILD_PACKAGES[@]}")

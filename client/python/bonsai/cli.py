@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--output", choices=("dense", "packed"), default="dense", help="storage of the output")
     c.add_argument("--calibration", metavar="FILE", help="safetensors of Gram matrices (bonsai.calibration)")
     c.add_argument("--report-json", metavar="FILE", help="also write the report as protobuf JSON")
+    c.add_argument("--report-html", metavar="FILE",
+                   help="also write the report as a self-contained HTML page with per-layer charts")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
 
     i = sub.add_parser("inspect", help="list a model's tensors and what bonsai would prune")
@@ -79,6 +81,20 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--include", action="append", default=[], metavar="RE")
     i.add_argument("--exclude", action="append", default=[], metavar="RE")
     i.add_argument("--json", action="store_true")
+
+    w = sub.add_parser("sweep", help="each layer's error at several sparsities, and per-layer targets")
+    w.add_argument("input")
+    w.add_argument("--method", default="magnitude", help="method to sweep (default: magnitude)")
+    w.add_argument("--sparsities", default="0.3,0.5,0.7,0.9",
+                   help="comma-separated sparsities, one job each (default: 0.3,0.5,0.7,0.9)")
+    w.add_argument("--target-sparsity", type=float, metavar="SPARSITY",
+                   help="suggest per-layer sparsities reaching this share of the weights")
+    w.add_argument("--calibration", metavar="FILE", help="calibration file (wanda, sparsegpt)")
+    w.add_argument("--include", action="append", default=[], metavar="RE")
+    w.add_argument("--exclude", action="append", default=[], metavar="RE")
+    w.add_argument("--html", metavar="FILE", help="also write the table and its chart as an HTML page")
+    w.add_argument("--rules-out", metavar="FILE",
+                   help="with --target-sparsity: write the suggestion as a rules file for `compress --rules`")
 
     k = sub.add_parser("capabilities", help="formats, methods and limits of the server")
     k.add_argument("--json", action="store_true")
@@ -130,7 +146,25 @@ def _compress(client: Client, args) -> None:
         with open(args.report_json, "w") as f:
             f.write(json_format.MessageToJson(result.report, preserving_proto_field_name=True))
             f.write("\n")
+    if args.report_html:
+        result.save_html(args.report_html, title=f"bonsai: {os.path.basename(os.path.normpath(args.input))}")
     print(format_report(result.report))
+
+
+def _sweep(client: Client, args) -> None:
+    sparsities = [float(s) for s in args.sparsities.split(",") if s.strip()]
+    done = lambda k, n: print(f"sweep: {k}/{n} jobs", file=sys.stderr)  # noqa: E731
+    result = client.sweep(args.input, sparsities, method=args.method, calibration=args.calibration,
+                          include=args.include, exclude=args.exclude, progress=done)
+    suggestion = result.suggest(args.target_sparsity) if args.target_sparsity is not None else None
+    print(result.table(suggestion))
+    if suggestion is not None:
+        print(f"suggested sparsities prune {100 * result.weighted_sparsity(suggestion):.1f}% of the swept weights")
+        if args.rules_out:
+            with open(args.rules_out, "w") as f:
+                json.dump(result.rules(suggestion), f, indent=1)
+    if args.html:
+        result.save_html(args.html, suggestion)
 
 
 def _print_message(message, as_json: bool, formatter) -> None:
@@ -146,6 +180,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with _client(args) as client:
             if args.command == "compress":
                 _compress(client, args)
+            elif args.command == "sweep":
+                _sweep(client, args)
             elif args.command == "inspect":
                 _print_message(client.inspect(args.input, include=args.include, exclude=args.exclude),
                                args.json, format_inspect)

@@ -149,6 +149,15 @@ class Client:
                 raise
         return self._with_retries(once, rereadable)
 
+    def sweep(self, model: ModelInput, sparsities: Iterable[float], *, method: str = "magnitude",
+              **options):
+        """A sensitivity sweep (bonsai.sweep): one layer-scope job per sparsity,
+        each layer's error at each; `.suggest(target)` proposes per-layer
+        sparsities, `.table()` and `.save_html(path)` show them. Other
+        keyword arguments are those of compress (options, calibration, ...)."""
+        from bonsai import sweep
+        return sweep.run(self, model, list(sparsities), method=method, **options)
+
     def compress(
         self,
         model: ModelInput,

@@ -57,6 +57,11 @@ class CompressResult:
     def warnings(self) -> list:
         return list(self.report.warnings)
 
+    def save_html(self, path: str, title: str = "bonsai compression report") -> None:
+        """Writes the report as one self-contained HTML page with per-layer charts."""
+        from bonsai import report_html
+        report_html.write(self.report, path, title)
+
     def tensor(self, name: str) -> pb.TensorReport:
         for t in self.report.tensors:
             if t.name == name:
