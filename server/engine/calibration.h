@@ -1,20 +1,6 @@
-// Calibration data: the statistics of each layer's inputs that Wanda and
-// SparseGPT need, parsed from the safetensors file a client sends beside the
-// model. For a weight named W the file holds either
-//   W          its layer's input activations, F32/F16/BF16/F64 [n, d_in],
-//              turned into the Gram matrix X^T X here; or
-//   W.gram     the accumulated Gram matrix X^T X, [d_in, d_in], with
-//   W.samples  the number of input rows n behind it: a one-element I64, F64
-//              or F32 tensor, or the decimal string under "W.samples" in
-//              __metadata__ (the tensor wins when both are present).
-// and, for weights that read the same input as another (q/k/v, gate/up),
-//   "W.gram_of" in __metadata__: the name of the weight whose statistics W
-//              shares, so the file holds one Gram matrix for them all.
-// Activations and a Gram matrix for the same weight are summed (both are
-// sums over input rows). A Gram matrix without a sample count is accepted
-// with samples = 0: the methods only use n to scale H, which changes none of
-// their decisions. d_in is the weight's reduction length, in PyTorch unfold
-// order for Conv weights (in * kh * kw).
+// The calibration statistics of one job, as the methods use them: looked up
+// by weight name (through the file's aliases), and handed to the one Apply
+// that may consume each. The file's format is in formats/calibration_file.h.
 #ifndef BONSAI_SERVER_ENGINE_CALIBRATION_H_
 #define BONSAI_SERVER_ENGINE_CALIBRATION_H_
 
@@ -29,14 +15,6 @@
 #include "server/methods/method.h"
 
 namespace bonsai::engine {
-
-// The float32 Gram matrices of one calibration file may take at most twice
-// the file's size, or this much when that is less. Gram matrices sent as
-// such always fit (their F16/BF16 bytes are half their float32 size); what
-// it refuses are activations much wider than they are tall, whose d x d
-// would otherwise be allocated from a few bytes of header (and whose Gram
-// has rank below d / 2 anyway).
-inline constexpr uint64_t kMinCalibrationGramBudgetBytes = 64ull << 20;
 
 class CalibrationSet {
  public:
@@ -57,7 +35,7 @@ class CalibrationSet {
   std::vector<std::string> WeightNames() const;
 
  private:
-  friend absl::StatusOr<CalibrationSet> ParseCalibration(std::string bytes);
+  friend absl::StatusOr<CalibrationSet> ParseCalibration(std::string_view bytes);
   const std::string& Resolve(std::string_view weight_name) const;
 
   absl::flat_hash_map<std::string, methods::CalibrationStats> stats_;
@@ -65,11 +43,9 @@ class CalibrationSet {
   absl::flat_hash_map<std::string, int> users_;             // weight with stats -> uses left
 };
 
-// Parses a calibration file; empty bytes give an empty set. InvalidArgument
-// naming the tensor for anything malformed (not safetensors, a Gram matrix
-// that is not square, activations that are not 2-D, a sample count without
-// its Gram matrix, ...).
-absl::StatusOr<CalibrationSet> ParseCalibration(std::string bytes);
+// Parses a calibration file (formats::ParseCalibrationFile) into the set;
+// empty bytes give an empty set.
+absl::StatusOr<CalibrationSet> ParseCalibration(std::string_view bytes);
 
 }  // namespace bonsai::engine
 
