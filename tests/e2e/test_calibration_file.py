@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 
@@ -147,3 +148,65 @@ def test_server_finds_calibration_of_onnx_weights_renamed_by_export(client, tmp_
     pruned = [t for t in result.report.tensors if t.method == "sparsegpt"]
     assert len(pruned) == 1 and pruned[0].name.startswith("onnx::MatMul")
     assert pruned[0].nonzero_after == pruned[0].params - round(0.4 * pruned[0].params)
+
+
+# Each layer kind's rows, checked against the layer itself: rows · Wᵀ, with W
+# flattened as the server reads it, must be the layer's output without bias.
+CONV_CASES = [
+    (nn.Conv1d(3, 5, 3, stride=2, padding=1, dilation=2), (2, 3, 11)),
+    (nn.Conv1d(4, 6, 3, groups=2, padding="same"), (2, 4, 9)),
+    (nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2)), (2, 3, 7, 8)),
+    (nn.ConvTranspose1d(3, 5, 4, stride=2, padding=1, output_padding=1), (2, 3, 6)),
+    (nn.ConvTranspose2d(3, 4, (3, 2), stride=(2, 3), padding=(1, 0), output_padding=(1, 2), dilation=(1, 2)),
+     (2, 3, 5, 4)),
+    (nn.ConvTranspose2d(2, 3, 3, stride=1, padding=2), (1, 2, 6, 6)),
+]
+
+
+@pytest.mark.parametrize("layer,shape", CONV_CASES, ids=[f"{type(l).__name__}-{i}" for i, (l, _) in enumerate(CONV_CASES)])
+def test_conv_rows_times_the_flattened_weight_give_the_layers_output(layer, shape):
+    torch.manual_seed(1)
+    layer = layer.double()
+    x = torch.randn(shape, dtype=torch.float64)
+    with torch.no_grad():
+        want = layer(x) - layer.bias.reshape(1, -1, *([1] * (x.dim() - 2)))
+    w = layer.weight
+    if isinstance(layer, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
+        rows = calibration._conv_transpose_rows(layer, x)
+        flat = w.transpose(0, 1).reshape(w.shape[1], -1)  # [in, out, k...] read with output axis 1
+        got = (rows @ flat.T).reshape(x.shape[0], -1, flat.shape[0])
+    else:
+        rows = calibration._conv_rows(layer, x)
+        flat = w.reshape(w.shape[0], -1)
+        g = layer.groups
+        per_group = rows.reshape(x.shape[0], g, -1, flat.shape[1])  # [N, groups, L, d]
+        outs = [per_group[:, k] @ flat[k * (w.shape[0] // g):(k + 1) * (w.shape[0] // g)].T for k in range(g)]
+        got = torch.cat(outs, dim=2)
+    want = want.reshape(x.shape[0], want.shape[1], -1).transpose(1, 2)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_conv1d_and_transposed_layers_get_statistics_and_unsupported_ones_say_why():
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.conv = nn.Conv1d(4, 6, 3, padding=1)
+            self.up = nn.ConvTranspose1d(6, 4, 2, stride=2)
+            self.grouped = nn.ConvTranspose1d(4, 4, 2, groups=2)
+            self.unused = nn.Linear(4, 4)
+
+        def forward(self, ids):
+            h = self.embed(ids).transpose(1, 2)  # [N, 4, L]
+            return self.grouped(self.up(self.conv(h)))
+
+    model = Mixed()
+    ids = [torch.randint(0, 10, (2, 7), generator=torch.Generator().manual_seed(s)) for s in range(2)]
+    stats = calibration.collect_gram(model, ids)
+    assert set(stats) == {"conv.weight", "up.weight"}
+    assert stats["conv.weight"].gram.shape == (12, 12) and stats["conv.weight"].samples == 2 * 2 * 7
+    assert stats["up.weight"].gram.shape == (12, 12) and stats["up.weight"].samples == 2 * 2 * 14
+    assert set(stats.skipped) == {"embed.weight", "grouped.weight", "unused.weight"}
+    assert "not activations" in stats.skipped["embed.weight"]
+    assert "groups=2" in stats.skipped["grouped.weight"]
+    assert "never ran" in stats.skipped["unused.weight"]
