@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -343,3 +345,38 @@ def test_cuts_from_summaries_match_a_stable_sort(seed):
     expected = np.zeros(flat.size, bool)
     expected[np.argsort(flat, kind="stable")[:k]] = True
     np.testing.assert_array_equal(np.concatenate(pruned), expected)
+
+
+# ---------------------------------------------------------------- every method, the CLI
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(method="nm", options={"n": 2, "m": 4}),
+    dict(method="structured", sparsity=0.25),
+    dict(method="ternarize"),
+    dict(method="rtn", options={"bits": 4, "group_size": 16}),
+    dict(method="wanda", sparsity=0.5, calibration=True),
+    dict(method="gptq", options={"bits": 4}, calibration=True),
+], ids=lambda k: k["method"])
+def test_every_method_is_byte_identical(three, folder, tmp_path, kwargs):
+    path, _, calibration = folder
+    kwargs = dict(kwargs)
+    if kwargs.pop("calibration", False):
+        kwargs["calibration"] = calibration
+    single = _single(three[0], path, tmp_path / "single", **kwargs)
+    result = _parallel(three, path, tmp_path / "parallel", **kwargs)
+    _assert_same_output(tmp_path / "single", tmp_path / "parallel")
+    _assert_same_report(single.report, result.report)
+
+
+def test_cli_spreads_by_default_over_several_targets(three, folder, tmp_path):
+    path, _, _ = folder
+    _single(three[0], path, tmp_path / "single", **_global_kwargs())
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    run = subprocess.run(
+        [sys.executable, "-m", "bonsai", "--target", ",".join(s.target for s in three), "--timeout", "120",
+         "compress", path, "-o", str(tmp_path / "parallel"), "--scope", "global", "--sparsity", "0.55",
+         "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("job ") == 6 and "on 127.0.0.1:" in run.stdout
+    _assert_same_output(tmp_path / "single", tmp_path / "parallel")
