@@ -380,3 +380,100 @@ def test_cli_spreads_by_default_over_several_targets(three, folder, tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("job ") == 6 and "on 127.0.0.1:" in run.stdout
     _assert_same_output(tmp_path / "single", tmp_path / "parallel")
+
+
+# ---------------------------------------------------------------- the protocol, misused
+
+
+def _exchange_call(server, decisions, half_close_early=False):
+    """A raw Compress with exchange_global_cuts: `decisions(summary)` gives
+    what to answer each summary with (None: half-close instead)."""
+    import queue
+    import grpc
+    model = safetensors_io.dumps({"a.weight": np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8),
+                                  "b.weight": np.linspace(-2, 2, 64, dtype=np.float32).reshape(8, 8)})
+    summaries: "queue.Queue" = queue.Queue()
+    spec = pb.CompressionSpec(method="magnitude", sparsity=0.5, scope=pb.SCOPE_GLOBAL, exchange_global_cuts=True,
+                              files=[pb.FileDeclaration(name="model.safetensors", size_bytes=len(model))])
+
+    def requests():
+        yield pb.CompressRequest(spec=spec)
+        yield pb.CompressRequest(file_chunk=pb.FileChunk(file=0, data=model))
+        if half_close_early:
+            return
+        while True:
+            summary = summaries.get(timeout=30)
+            answer = decisions(summary)
+            if answer is None:
+                return
+            yield pb.CompressRequest(global_decision=answer)
+
+    channel = grpc.insecure_channel(server.target)
+    stub = __import__("bonsai.v1.compressor_pb2_grpc", fromlist=["x"]).CompressorStub(channel)
+    kinds = []
+    try:
+        for response in stub.Compress(requests(), timeout=60):
+            kinds.append(response.WhichOneof("payload"))
+            if kinds[-1] == "global_summary":
+                summaries.put(response.global_summary)
+        return None, kinds
+    except grpc.RpcError as err:
+        return err, kinds
+    finally:
+        channel.close()
+
+
+def test_an_exchange_answered_by_hand_gives_the_one_job_result(server):
+    def answer(summary):
+        group = summary.groups[0]
+        if summary.phase == 1:
+            assert group.weights == 128 and sum(group.counts) == 128
+            return pb.GlobalDecision(phase=1, groups=[pb.GlobalGroupDecision(rule=-1, bucket=group.values[0])])
+        return pb.GlobalDecision(phase=2, groups=[pb.GlobalGroupDecision(rule=-1, prune_nothing=True)])
+    err, kinds = _exchange_call(server, answer)
+    assert err is None, err
+    assert kinds.count("global_summary") == 2 and kinds[-1] == "report"
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("wrong_phase", "it says phase 2"),
+    ("too_many_ties", "exceeds the"),
+    ("outside_bucket", "outside the decided bucket"),
+    ("no_groups", "holds 0 groups"),
+    ("half_close", "half-closed before answering"),
+])
+def test_a_decision_that_does_not_fit_is_invalid_argument(server, case, expected):
+    chosen = {}
+
+    def answer(summary):
+        group = summary.groups[0]
+        if summary.phase == 1:
+            if case == "wrong_phase":
+                return pb.GlobalDecision(phase=2, groups=[pb.GlobalGroupDecision(rule=-1)])
+            if case == "no_groups":
+                return pb.GlobalDecision(phase=1)
+            if case == "half_close":
+                return None
+            chosen["bucket"] = group.values[0]
+            return pb.GlobalDecision(phase=1, groups=[pb.GlobalGroupDecision(rule=-1, bucket=group.values[0])])
+        if case == "too_many_ties":
+            return pb.GlobalDecision(phase=2, groups=[pb.GlobalGroupDecision(
+                rule=-1, threshold_bits=(chosen["bucket"] << 16) | group.values[0], ties_to_prune=10**6)])
+        return pb.GlobalDecision(phase=2, groups=[pb.GlobalGroupDecision(rule=-1, threshold_bits=0xFFFF0000)])
+    err, _ = _exchange_call(server, answer)
+    assert err is not None and err.code().name == "INVALID_ARGUMENT", err
+    assert expected in err.details()
+
+
+def test_a_decision_without_the_exchange_is_refused(server):
+    import grpc
+    channel = grpc.insecure_channel(server.target)
+    stub = __import__("bonsai.v1.compressor_pb2_grpc", fromlist=["x"]).CompressorStub(channel)
+    spec = pb.CompressionSpec(method="magnitude", sparsity=0.5,
+                              files=[pb.FileDeclaration(name="m.safetensors", size_bytes=8)])
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.Compress(iter([pb.CompressRequest(spec=spec),
+                                 pb.CompressRequest(global_decision=pb.GlobalDecision(phase=1))]), timeout=30))
+    channel.close()
+    assert err.value.code().name == "INVALID_ARGUMENT"
+    assert "does not set exchange_global_cuts" in err.value.details()
