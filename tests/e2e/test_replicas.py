@@ -231,6 +231,37 @@ def test_a_replica_killed_mid_job_costs_only_its_shard(three, tmp_path):
     assert all(j.replica != three[1].target for j in result.shard_jobs)
 
 
+def test_a_replica_that_stops_answering_times_out_and_its_shard_moves(three, tmp_path, monkeypatch):
+    import signal
+    from bonsai import parallel
+    monkeypatch.setattr(parallel, "STALL_SECONDS", 3.0)
+    path = _bigger(str(tmp_path))
+    single = _single(three[0], path, tmp_path / "single", **_global_kwargs())
+    stopped = threading.Event()
+
+    def stop_when_busy():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _admitted(three[2]) > 0:
+                os.kill(three[2].pid, signal.SIGSTOP)
+                stopped.set()
+                return
+            time.sleep(0.005)
+    watcher = threading.Thread(target=stop_when_busy, daemon=True)
+    watcher.start()
+    try:
+        result = _parallel(three, path, tmp_path / "parallel", **_global_kwargs())
+    finally:
+        watcher.join(10)
+        os.kill(three[2].pid, signal.SIGCONT)
+    assert stopped.is_set()
+    _assert_same_output(tmp_path / "single", tmp_path / "parallel")
+    _assert_same_report(single.report, result.report)
+    stalls = [a for j in result.shard_jobs for a in j.attempts if three[2].target in a]
+    assert stalls and all("DEADLINE_EXCEEDED" in a and "said nothing" in a for a in stalls), stalls
+    assert all(j.replica != three[2].target for j in result.shard_jobs)
+
+
 def test_all_replicas_killed_gives_a_clear_error_and_no_output(three, tmp_path):
     path = _bigger(str(tmp_path))
     out = tmp_path / "out" / "model"

@@ -47,6 +47,11 @@ _FATAL = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
           grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED,
           grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.ALREADY_EXISTS)
 _NO_TENSOR_WARNING = "no tensor was selected for compression"
+# A replica that says nothing for this long, while its job is not waiting
+# for the other jobs' summaries, is taken for stuck: its job goes elsewhere.
+# (Servers send progress at least every half second while they receive, and
+# per tensor while they work.)
+STALL_SECONDS = 120.0
 
 
 @dataclasses.dataclass
@@ -112,6 +117,7 @@ class _Run:
         self.cond = threading.Condition()
         self.error: Optional[BonsaiError] = None
         self.calls: set = set()
+        self.watched: Dict[object, dict] = {}  # call -> {"last", "waiting", "stalled"}
         self.done = 0
         self.rng = random.Random()
 
@@ -138,10 +144,21 @@ class _Run:
         for t in threads:
             while t.is_alive():
                 t.join(0.2)
+                self._cancel_stalled()
                 if time.monotonic() > self.deadline + 5:
                     self.fail(BonsaiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the parallel job's deadline passed"))
         if self.error is not None:
             raise self.error
+
+    def _cancel_stalled(self) -> None:
+        now = time.monotonic()
+        with self.cond:
+            stalled = [call for call, w in self.watched.items()
+                       if w["summaries"] <= w["answers"] and not w["stalled"] and now - w["last"] > STALL_SECONDS]
+            for call in stalled:
+                self.watched[call]["stalled"] = True
+        for call in stalled:
+            call.cancel()
 
     def _acquire(self, job: _Job) -> Optional[Replica]:
         """A replica with room that this job has not failed on; None when it failed on all."""
@@ -151,7 +168,10 @@ class _Run:
                     return None
                 if time.monotonic() >= self.deadline:
                     raise BonsaiError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                      f"the deadline passed before shard job {job.info.files} ran")
+                                      f"the deadline passed before shard job {job.info.files} ran "
+                                      f"(tries: {'; '.join(job.info.attempts) or 'none'}; replicas: " +
+                                      ", ".join(f"{r.target} {r.in_flight}/{r.capacity}" for r in self.replicas)
+                                      + ")")
                 left = [r for r in self.replicas if r.target not in job.failed_on]
                 if not left:
                     return None
@@ -233,9 +253,17 @@ class _Run:
             parts.append((lambda c: pb.CompressRequest(calibration_chunk=c), ByteSource(job.calibration)))
         for i, f in enumerate(job.shards):
             parts.append((lambda c, i=i: pb.CompressRequest(file_chunk=pb.FileChunk(file=i, data=c)), f.source))
+        # While the replica has sent a summary that has no answer yet, its
+        # silence is ours (the other jobs' summaries may take long): no stall.
+        watch = {"last": time.monotonic(), "summaries": 0, "answers": 0, "stalled": False}
         decide = None
         if self.cuts is not None:
-            decide = lambda phase, call_done: self.cuts.decision(job.info.index, phase, call_done)  # noqa: E731
+            def decide(phase, call_done):
+                decision = self.cuts.decision(job.info.index, phase, call_done)
+                with self.cond:
+                    watch["answers"] += 1
+                    watch["last"] = time.monotonic()
+                return decision
         requests = _ExchangeRequests(pb.CompressRequest(spec=job.spec), parts, self.client.chunk_bytes,
                                      self.client.admission_wait, decide)
         remaining = self.deadline - time.monotonic()
@@ -249,6 +277,7 @@ class _Run:
         call.add_done_callback(on_done)
         with self.cond:
             self.calls.add(call)
+            self.watched[call] = watch
         names = [f.name for f in job.shards]
         paths = None
         if self.staging is not None:
@@ -258,6 +287,7 @@ class _Run:
         try:
             for response in call:
                 requests.server_spoke.set()
+                watch["last"] = time.monotonic()
                 kind = response.WhichOneof("payload")
                 if kind == "file_chunk":
                     if report is not None:
@@ -266,6 +296,8 @@ class _Run:
                 elif kind == "global_summary":
                     if self.cuts is None:
                         raise BonsaiError(grpc.StatusCode.INTERNAL, "server sent a global summary unasked")
+                    with self.cond:
+                        watch["summaries"] += 1
                     self.cuts.submit(job.info.index, response.global_summary)
                 elif kind == "report":
                     report = response.report
@@ -275,6 +307,9 @@ class _Run:
             files = sink.commit()
         except grpc.RpcError as err:
             sink.discard()
+            if watch["stalled"]:
+                raise BonsaiError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  f"the replica said nothing for {STALL_SECONDS:.0f} s") from None
             raise from_rpc_error(err) from None
         except BaseException:
             call.cancel()
@@ -283,6 +318,7 @@ class _Run:
         finally:
             with self.cond:
                 self.calls.discard(call)
+                self.watched.pop(call, None)
         return report, files
 
 
@@ -309,9 +345,9 @@ class _ExchangeRequests(UploadRequests):
 # ---------------------------------------------------------------- the call
 
 
-def _check_index(index_file, shards, tensors_of: Dict[str, List[str]]) -> None:
+def _check_index(index_path: str, index_file, shards, tensors_of: Dict[str, List[str]]) -> None:
     """What the server checks of an index it receives with every shard."""
-    with open(index_file.source._path, "rb") as f:
+    with open(index_path, "rb") as f:
         try:
             parsed = json.loads(f.read())
             weight_map = parsed["weight_map"]
@@ -401,6 +437,9 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
         raise ValueError("parallel compression takes a folder of *.safetensors shards")
     files = model_files.collect(model)
     paths = model_files.output_paths(files, model, output_path)
+
+    def path_of(f) -> str:
+        return os.path.join(os.fspath(model), *f.name.split("/"))
     shards = sorted((f for f in files if f.name.endswith(".safetensors")), key=lambda f: f.name.encode())
     indexes = [f for f in files if f.name.endswith(".safetensors.index.json")]
     if any(f.name.endswith(".onnx") for f in files) or not shards:
@@ -418,10 +457,10 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
 
     tensors_of: Dict[str, List[str]] = {}
     for shard in shards:
-        header, _ = calibration_split.read_header(shard.source._path)
+        header, _ = calibration_split.read_header(path_of(shard))
         tensors_of[shard.name] = [k for k in header if k != "__metadata__"]
     if indexes:
-        _check_index(indexes[0], shards, tensors_of)
+        _check_index(path_of(indexes[0]), indexes[0], shards, tensors_of)
     all_tensors = {t for names in tensors_of.values() for t in names}
     overrides = dict(spec_kwargs.get("overrides") or {})
     for name in overrides:
@@ -463,7 +502,14 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
         calib_header = calib_start = None
         extra_warnings: List[str] = []
         if calibration is not None:
-            calib_path = os.fspath(calibration)
+            if isinstance(calibration, (bytes, bytearray, memoryview)):
+                calib_path = os.path.join(scratch, "calibration.safetensors")
+                with open(calib_path, "wb") as f:
+                    f.write(calibration)
+            elif isinstance(calibration, (str, os.PathLike)):
+                calib_path = os.fspath(calibration)
+            else:
+                raise ValueError("parallel compression takes the calibration file as a path or bytes")
             calib_header, calib_start = calibration_split.read_header(calib_path)
             warning = calibration_split.unused_warning(calibration_split.weights_named(calib_header), all_tensors)
             if warning:
@@ -498,7 +544,7 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
         passed_reports = []
         for f in passed_files:
             role = "index" if f in indexes else "other"
-            passed_reports.append(_file_report(f.name, role, f.source._path))
+            passed_reports.append(_file_report(f.name, role, path_of(f)))
         report = merge_reports([j.info for j in jobs], base_spec, passed_reports, extra_warnings,
                                time.monotonic() - started)
         if paths is None:
@@ -513,7 +559,7 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
         for f in passed_files:  # copied into staging, then everything moves at once
             destination = os.path.join(staging, *f.name.split("/"))
             os.makedirs(os.path.dirname(destination), exist_ok=True)
-            shutil.copyfile(f.source._path, destination)
+            shutil.copyfile(path_of(f), destination)
         for f, final in zip(files, paths):
             _make_dirs(os.path.dirname(os.path.abspath(final)), created_dirs)
             os.replace(os.path.join(staging, *f.name.split("/")), final)
