@@ -6,8 +6,10 @@ ports, and compresses the folder with global magnitude scope twice per
 round, interleaved:
   single    one job over the whole folder on one server (the reference);
   parallel  bonsai.Client([...]).compress(folder, parallel=True): one job per
-            shard, the threshold settled through the two exchange phases.
-Both outputs are checked byte-identical. Prints one JSON object:
+            shard, the threshold settled through the two exchange phases;
+and the same two with layer scope (no exchange), which separates the cost
+of running many jobs at once on this machine from the exchange's own.
+Each pair's outputs are checked byte-identical. Prints one JSON object:
   - CPU seconds of every server process plus this process (the client),
     from /proc and getrusage, per mode (the fastest round), and their ratio
     (the bar: parallel at most 1.10 x single);
@@ -104,32 +106,42 @@ def main() -> None:
                                     hidden=1024, intermediate=2816, vocab=8192)
         servers = [BonsaiServer(workers=2).start() for _ in range(args.replicas)]
         targets = [s.target for s in servers]
-        kwargs = dict(method="magnitude", sparsity=args.sparsity, scope="global")
-        runs = {"single": [], "parallel": []}
+        modes = ("single", "parallel", "single-layer", "parallel-layer")
+        runs = {mode: [] for mode in modes}
         for r in range(args.rounds):
-            for mode in ("single", "parallel"):
+            for mode in modes:
                 out = os.path.join(work, f"out-{mode}-{r}")
+                kwargs = dict(method="magnitude", sparsity=args.sparsity,
+                              scope="layer" if mode.endswith("-layer") else "global")
 
-                def run(mode=mode, out=out):
-                    if mode == "single":
+                def run(mode=mode, out=out, kwargs=kwargs):
+                    if mode.startswith("single"):
                         with bonsai.Client(targets[0], timeout=3600) as client:
                             return client.compress(folder, output_path=out, **kwargs)
                     with bonsai.Client(targets, timeout=3600) as client:
                         return client.compress(folder, output_path=out, parallel=True, **kwargs)
                 runs[mode].append(measure(servers, run))
-            identical = same_tree(os.path.join(work, f"out-single-{r}"), os.path.join(work, f"out-parallel-{r}"))
-            if not identical:
-                raise SystemExit("parallel output differs from one server's: a bug, not a figure")
-            for mode in ("single", "parallel"):
+            for scope in ("", "-layer"):
+                if not same_tree(os.path.join(work, f"out-single{scope}-{r}"),
+                                 os.path.join(work, f"out-parallel{scope}-{r}")):
+                    raise SystemExit("parallel output differs from one server's: a bug, not a figure")
+            for mode in modes:
                 shutil.rmtree(os.path.join(work, f"out-{mode}-{r}"))
         best = {mode: min(rs, key=lambda m: m["total_cpu_s"]) for mode, rs in runs.items()}
+        cpu = {mode: best[mode]["total_cpu_s"] for mode in modes}
         par = best["parallel"]["result"]
         shard_bytes = sum(os.path.getsize(os.path.join(folder, f)) for f in model.files)
         output = {
             "folder_bytes": shard_bytes, "shards": args.shards, "replicas": args.replicas,
             "rounds": args.rounds,
             "cpu_s": {mode: {k: round(v, 3) for k, v in best[mode].items() if k != "result"} for mode in best},
-            "cpu_ratio_parallel_over_single": round(best["parallel"]["total_cpu_s"] / best["single"]["total_cpu_s"], 3),
+            "cpu_ratio_parallel_over_single": round(cpu["parallel"] / cpu["single"], 3),
+            # Splitting one job into shard jobs on this machine (no exchange),
+            # and what the exchange adds beyond what the single job's own
+            # global passes cost.
+            "cpu_ratio_parallel_layer_over_single_layer": round(cpu["parallel-layer"] / cpu["single-layer"], 3),
+            "exchange_extra_cpu_s": round((cpu["parallel"] - cpu["parallel-layer"])
+                                          - (cpu["single"] - cpu["single-layer"]), 3),
             "all_rounds_total_cpu_s": {mode: [round(m["total_cpu_s"], 3) for m in rs] for mode, rs in runs.items()},
             "bytes": {"shards_up": shard_bytes, "output_down": par.report.totals.model_bytes_out,
                       "phase1_summaries": par.summary_bytes.get(1, 0),

@@ -172,6 +172,17 @@ def test_sparsegpt_with_calibration_is_byte_identical(three, folder, tmp_path):
     assert any("calibration entry names no tensor" in w for w in result.report.warnings)
 
 
+def test_packed_output_rewrites_the_index_as_one_server_does(three, folder, tmp_path):
+    path, _, _ = folder
+    kwargs = dict(_global_kwargs(), output="packed", sparsity=0.8)
+    single = _single(three[0], path, tmp_path / "single", **kwargs)
+    index = (tmp_path / "single" / ckpt.INDEX).read_bytes()
+    assert index != (open(os.path.join(path, ckpt.INDEX), "rb").read()), "packing renamed nothing"
+    result = _parallel(three, path, tmp_path / "parallel", **kwargs)
+    _assert_same_output(tmp_path / "single", tmp_path / "parallel")
+    _assert_same_report(single.report, result.report)
+
+
 def test_in_memory_result_matches(three, folder, tmp_path):
     path, _, _ = folder
     _single(three[0], path, tmp_path / "single", **_global_kwargs())

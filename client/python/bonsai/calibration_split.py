@@ -14,7 +14,6 @@ shares them, and the job's other sharers point at that one.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 

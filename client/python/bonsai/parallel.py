@@ -34,8 +34,8 @@ from typing import Callable, Dict, List, Optional
 
 import grpc
 
-from bonsai import calibration_split, model_files, spec as specs
-from bonsai.errors import BonsaiError, IntegrityError, from_rpc_error
+from bonsai import calibration_split, model_files, safetensors_io, spec as specs
+from bonsai.errors import BonsaiError, from_rpc_error
 from bonsai.global_cut import GlobalCuts
 from bonsai.replicas import Replica, resolve
 from bonsai.results import CompressResult, FilesSink, _make_dirs
@@ -371,6 +371,40 @@ def _check_index(index_path: str, index_file, shards, tensors_of: Dict[str, List
                                   f"there; upload the index that belongs to these shards")
 
 
+def rewritten_index(index_bytes: bytes, index_name: str, inputs: Dict[str, dict],
+                    outputs: Dict[str, dict]) -> Optional[bytes]:
+    """The index one job over the folder would write, or None when it would
+    send it back as it came: rewritten only when the output's tensors (names
+    or sizes) differ from the input's, as packing makes them. The text is
+    the server's (nlohmann::json dump(2): keys sorted, two-space indent,
+    UTF-8 unescaped) with weight_map and metadata.total_size replaced.
+
+    `inputs` and `outputs` map each shard name to its safetensors header."""
+    folder = index_name.rpartition("/")[0]
+    prefix = len(folder) + 1 if folder else 0
+    old = json.loads(index_bytes)
+
+    def entries(headers):
+        weight_map, total = {}, 0
+        for shard, header in headers.items():
+            for name, entry in header.items():
+                if name == "__metadata__":
+                    continue
+                begin, end = entry["data_offsets"]
+                weight_map[name] = shard[prefix:]
+                total += end - begin
+        return weight_map, total
+    new_map, new_total = entries(outputs)
+    _, old_total = entries(inputs)
+    if new_map == old.get("weight_map") and new_total == old_total:
+        return None
+    if not isinstance(old.get("metadata"), dict):
+        old["metadata"] = {}
+    old["metadata"]["total_size"] = new_total
+    old["weight_map"] = new_map
+    return (json.dumps(old, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
 def _file_report(name: str, role: str, path_or_bytes) -> pb.FileReport:
     digest = hashlib.sha256()
     size = 0
@@ -450,14 +484,13 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
     spec_kwargs = dict(spec_kwargs)
     for key in ("include", "exclude", "rules"):
         spec_kwargs[key] = list(spec_kwargs.get(key) or ())
-    if specs.output_enum(spec_kwargs.get("output")) == pb.OUTPUT_MODE_PACKED and indexes:
-        raise ValueError("parallel compression writes dense output for a folder with an index; packed output "
-                         "renames tensors in the index, which only one job over the folder rewrites")
     passed_files = [f for f in files if f not in shards]
 
     tensors_of: Dict[str, List[str]] = {}
+    input_headers: Dict[str, dict] = {}
     for shard in shards:
         header, _ = calibration_split.read_header(path_of(shard))
+        input_headers[shard.name] = header
         tensors_of[shard.name] = [k for k in header if k != "__metadata__"]
     if indexes:
         _check_index(path_of(indexes[0]), indexes[0], shards, tensors_of)
@@ -541,8 +574,29 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
         run = _Run(client, answered, jobs, cuts, deadline, staging, shard_progress)
         run.run()
 
+        # Packing renames tensors: then the index is the client's to rewrite.
+        new_index = None
+        if indexes:
+            output_headers = {}
+            for job in jobs:
+                for f in job.shards:
+                    if job.files is not None and f.name in job.files:
+                        data = job.files[f.name]
+                    else:
+                        with open(os.path.join(staging, *f.name.split("/")), "rb") as g:
+                            head = g.read(8)
+                            data = head + g.read(int.from_bytes(head, "little"))
+                    output_headers[f.name] = safetensors_io.read_header(data)
+            with open(path_of(indexes[0]), "rb") as g:
+                index_bytes = g.read()
+            new_index = rewritten_index(index_bytes, indexes[0].name, input_headers, output_headers)
         passed_reports = []
         for f in passed_files:
+            if f in indexes and new_index is not None:
+                report_entry = _file_report(f.name, "index", new_index)
+                report_entry.bytes_in = len(index_bytes)
+                passed_reports.append(report_entry)
+                continue
             role = "index" if f in indexes else "other"
             passed_reports.append(_file_report(f.name, role, path_of(f)))
         report = merge_reports([j.info for j in jobs], base_spec, passed_reports, extra_warnings,
@@ -553,13 +607,19 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
                 in_memory.update(job.files)
             for f in passed_files:
                 in_memory[f.name] = b"".join(f.source.chunks())
+            if new_index is not None:
+                in_memory[indexes[0].name] = new_index
             ordered = {f.name: in_memory[f.name] for f in files}
             return ParallelResult(report=report, files=ordered, shard_jobs=[j.info for j in jobs],
                                   summary_bytes=dict(cuts.summary_bytes) if cuts else {})
         for f in passed_files:  # copied into staging, then everything moves at once
             destination = os.path.join(staging, *f.name.split("/"))
             os.makedirs(os.path.dirname(destination), exist_ok=True)
-            shutil.copyfile(path_of(f), destination)
+            if f in indexes and new_index is not None:
+                with open(destination, "wb") as g:
+                    g.write(new_index)
+            else:
+                shutil.copyfile(path_of(f), destination)
         for f, final in zip(files, paths):
             _make_dirs(os.path.dirname(os.path.abspath(final)), created_dirs)
             os.replace(os.path.join(staging, *f.name.split("/")), final)
