@@ -217,8 +217,11 @@ class _Run:
                     backoff = self.client.retry.backoff(attempt, self.rng)
                     with self.cond:
                         replica.avoid_until = time.monotonic() + max(backoff, 1.0)
-                    if error.code != grpc.StatusCode.RESOURCE_EXHAUSTED or self._over_limits(job, replica):
-                        job.failed_on.add(replica.target)  # busy is not failed: it may have room later
+                    # Busy is not failed: the replica may have room later. Too
+                    # large for its limits ("use a server with a larger ...") is.
+                    if (error.code != grpc.StatusCode.RESOURCE_EXHAUSTED or self._over_limits(job, replica)
+                            or "use a server with a larger" in error.message):
+                        job.failed_on.add(replica.target)
                     time.sleep(min(backoff, max(0.0, self.deadline - time.monotonic())))
                     continue
                 finally:
