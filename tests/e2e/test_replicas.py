@@ -519,3 +519,25 @@ def test_a_decision_without_the_exchange_is_refused(server):
     channel.close()
     assert err.value.code().name == "INVALID_ARGUMENT"
     assert "does not set exchange_global_cuts" in err.value.details()
+
+
+# ---------------------------------------------------------------- connection age
+
+
+def test_connection_age_closes_idle_connections_and_lets_calls_finish(start_server):
+    import grpc
+    srv = start_server(flags=["--max_connection_age_seconds=1"])
+    states = []
+    channel = grpc.insecure_channel(srv.target)
+    channel.subscribe(states.append, try_to_connect=True)
+    stub = __import__("bonsai.v1.compressor_pb2_grpc", fromlist=["x"]).CompressorStub(channel)
+    stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=10)
+    with bonsai.Client(srv.target, timeout=60) as client:
+        held = HeldJob(client, ckpt_bytes())  # a call older than the age
+        assert held.admitted.wait(30)
+        time.sleep(3)  # the age (1 s, with gRPC's jitter) passes for both connections
+        model = held.finish()
+    assert model, "the call that outlived the connection's age did not finish"
+    ready = states.index(grpc.ChannelConnectivity.READY)
+    assert grpc.ChannelConnectivity.IDLE in states[ready:], f"the connection was not closed: {states}"
+    channel.close()
