@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 
@@ -52,6 +53,10 @@ ABSL_FLAG(uint64_t, max_memory_bytes, 0,
 ABSL_FLAG(uint64_t, max_files, 4096, "files in one job (a sharded checkpoint's shards and others)");
 ABSL_FLAG(double, receive_idle_timeout_seconds, 60,
           "a job whose upload sends no byte for this long is ended with DEADLINE_EXCEEDED");
+ABSL_FLAG(int, max_connection_age_seconds, 0,
+          "close each client connection (GOAWAY) after this long, letting its calls finish, so "
+          "clients reconnect and resolve the Service again: they see replicas added since. "
+          "0: never");
 ABSL_FLAG(int, shutdown_grace_seconds, 30,
           "on SIGTERM/SIGINT, how long running jobs may take to finish before they are "
           "cancelled with UNAVAILABLE");
@@ -191,6 +196,12 @@ int main(int argc, char** argv) {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  if (const int age = absl::GetFlag(FLAGS_max_connection_age_seconds); age > 0) {
+    // Calls in flight keep their connection until they end (the grace is
+    // left unbounded): a long job is never cut by the age.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(std::min<int64_t>(int64_t{age} * 1000, INT32_MAX)));
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     bonsai::observability::LogError(

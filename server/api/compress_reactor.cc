@@ -42,6 +42,8 @@ void CompressReactor::OnReadDone(bool ok) {
     if (finish_called_ || final_status_) return;
   }
   if (!ok) {  // the client half-closed: the upload is complete
+    half_closed_ = true;
+    decision_arrived_.SignalAll();
     if (cancel_.cancelled()) return;
     if (phase_ == Phase::kAwaitSpec) {
       FinishWith(absl::InvalidArgumentError(
@@ -84,6 +86,8 @@ absl::Status CompressReactor::HandleRequest() {
       }
       return absl::OkStatus();
     }
+    case v1::CompressRequest::kGlobalDecision:
+      return HandleDecision(request_.global_decision());
     case v1::CompressRequest::PAYLOAD_NOT_SET:
       break;
   }
@@ -126,6 +130,54 @@ absl::Status CompressReactor::HandleSpec(const v1::CompressionSpec& spec) {
   return absl::OkStatus();
 }
 
+absl::Status CompressReactor::HandleDecision(const v1::GlobalDecision& decision) {
+  if (phase_ == Phase::kAwaitSpec) {
+    return absl::InvalidArgumentError(
+        "a global_decision arrived before the CompressionSpec; send the spec first");
+  }
+  if (!spec_->proto.exchange_global_cuts()) {
+    return absl::InvalidArgumentError(
+        "a global_decision arrived for a job whose spec does not set exchange_global_cuts");
+  }
+  if (++decisions_received_ > 2) {
+    return absl::InvalidArgumentError(
+        "a third global_decision arrived; a job asks for two (phases 1 and 2), one each");
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    decisions_.push_back(decision);
+  }
+  decision_arrived_.SignalAll();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::GlobalDecision> CompressReactor::Exchange(v1::GlobalSummary summary) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (finish_called_ || final_status_) return absl::CancelledError("the call has ended");
+    pending_summaries_.push_back(std::move(summary));
+  }
+  Pump();
+  // The client answers once every job of the checkpoint has sent its
+  // summary, which may take as long as the slowest upload: the wait ends
+  // only with the answer, the call (client gone, its deadline) or the job.
+  absl::MutexLock lock(&mu_);
+  while (decisions_.empty()) {
+    if (cancel_.cancelled() || finish_called_ || final_status_) {
+      return absl::CancelledError("the job was cancelled while waiting for its global decision");
+    }
+    if (half_closed_) {
+      return absl::InvalidArgumentError(
+          "the client half-closed before answering a GlobalSummary; with "
+          "exchange_global_cuts, send both global_decision messages, then half-close");
+    }
+    decision_arrived_.WaitWithTimeout(&mu_, absl::Milliseconds(200));
+  }
+  v1::GlobalDecision decision = std::move(decisions_.front());
+  decisions_.pop_front();
+  return decision;
+}
+
 void CompressReactor::EndUpload() {
   phase_ = Phase::kJob;
   receive_seconds_ = Seconds(Clock::now() - receive_start_);
@@ -152,6 +204,7 @@ void CompressReactor::RunJob() {
   input.output = output_.get();
   input.memory = context_.memory;
   input.cores = context_.scheduler;
+  if (spec_->proto.exchange_global_cuts()) input.exchange = this;
   input.queue_seconds = queue_seconds;
   auto result = Guarded([&] {
     return engine::RunCompressionJob(
@@ -264,6 +317,11 @@ void CompressReactor::Pump() {
     if (final_status_) {
       outcome = *final_status_;
       action = Action::kFinish;
+    } else if (!pending_summaries_.empty()) {
+      response_.Clear();
+      *response_.mutable_global_summary() = std::move(pending_summaries_.front());
+      pending_summaries_.pop_front();
+      action = Action::kWrite;
     } else if (!pending_progress_.empty()) {
       response_.Clear();
       *response_.mutable_progress() = std::move(pending_progress_.front());

@@ -35,6 +35,7 @@ namespace bonsai::api {
 class CompressReactor
     : public grpc::ServerBidiReactor<v1::CompressRequest, v1::CompressResponse>,
       public AbortableCall,
+      public engine::GlobalCutExchange,
       public std::enable_shared_from_this<CompressReactor> {
  public:
   static CompressReactor* Start(const ServiceContext& context,
@@ -45,12 +46,15 @@ class CompressReactor
   void OnCancel() override;
   void OnDone() override;
   void Abort(const absl::Status& status) override;
+  // On the job's worker: sends a summary, waits for the client's decision.
+  absl::StatusOr<v1::GlobalDecision> Exchange(v1::GlobalSummary summary) override;
 
  private:
   CompressReactor(const ServiceContext& context, grpc::CallbackServerContext* call);
 
   absl::Status HandleRequest();
   absl::Status HandleSpec(const v1::CompressionSpec& spec);
+  absl::Status HandleDecision(const v1::GlobalDecision& decision);
   void EndUpload();
   void RunJob();  // on a worker
   void QueueProgress(v1::Stage stage, double fraction, std::string_view detail);
@@ -89,6 +93,13 @@ class CompressReactor
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<v1::Progress> pending_progress_ ABSL_GUARDED_BY(mu_);
   std::optional<v1::CompressionReport> pending_report_ ABSL_GUARDED_BY(mu_);
+  // exchange_global_cuts: summaries to send, decisions received (two of
+  // each per job at most), and the job's wake-up when one arrives.
+  std::deque<v1::GlobalSummary> pending_summaries_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::GlobalDecision> decisions_ ABSL_GUARDED_BY(mu_);
+  int decisions_received_ = 0;  // reading side
+  std::atomic<bool> half_closed_{false};  // no decision can come any more
+  absl::CondVar decision_arrived_;
   size_t sending_file_ ABSL_GUARDED_BY(mu_) = 0;       // k-th produced output file
   uint64_t sending_offset_ ABSL_GUARDED_BY(mu_) = 0;   // in it
   bool first_chunk_sent_ ABSL_GUARDED_BY(mu_) = false;

@@ -277,6 +277,12 @@ absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
   }
   WorkMeter meter(progress, work);
   progress(v1::STAGE_COMPRESSING, 0.0, "");
+  if (input.exchange != nullptr) {
+    if (auto s = SettleGlobalCutsWithClient(**model, *plan, *input.exchange, input.cores, cancel);
+        !s.ok()) {
+      return s;
+    }
+  }
   if (auto s = RunObservationPasses(**model, *plan, *calibration, meter, input.cores, cancel);
       !s.ok()) {
     return s;

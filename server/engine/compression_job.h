@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "bonsai/v1/compressor.pb.h"
 #include "server/engine/cancellation.h"
+#include "server/engine/global_exchange.h"
 #include "server/engine/job_output.h"
 #include "server/engine/job_plan.h"
 #include "server/engine/job_scheduler.h"
@@ -37,6 +38,9 @@ struct CompressionInput {
   // Where the job gets a core for each tensor's computation (null: it
   // computes whenever it likes, as in benchmarks).
   CoreGate* cores = nullptr;
+  // Set when the spec asks for exchange_global_cuts: global groups are
+  // settled with the client over several jobs (global_exchange.h).
+  GlobalCutExchange* exchange = nullptr;
   double queue_seconds = 0;
 };
 

@@ -146,6 +146,7 @@ absl::StatusOr<CompressionPlan> PlanCompression(
     if (it != group_of_rule.end()) return it->second;
     MethodGroup group;
     group.rule_name = rule.name;
+    group.rule_index = rule_index;
     group.config = rule.config;
     auto method = methods::CreateMethod(rule.config);
     if (!method.ok()) return method.status();

@@ -47,6 +47,9 @@ bool IsSelected(const formats::TensorInfo& info,
 
 struct MethodGroup {
   std::string rule_name;
+  // The recipe rule's index, -1 for the job's own method: how jobs over
+  // different shards of one model name the same global group.
+  int rule_index = -1;
   methods::MethodConfig config;
   std::unique_ptr<methods::Method> method;
   std::vector<size_t> tensors;  // model order

@@ -19,11 +19,15 @@ class MagnitudeMethod : public Method {
   int observation_passes() const override {
     return config_.scope == Scope::kGlobal ? tensor::MagnitudeSelector::kMaxPasses : 0;
   }
-  bool NeedsPass(int pass) const override { return selector_.NeedsPass(pass); }
+  bool NeedsPass(int pass) const override { return !masker_ && selector_.NeedsPass(pass); }
   void Observe(int pass, const WeightTensor& weight) override;
   void EndPass(int pass) override;
   absl::StatusOr<MethodOutcome> Apply(const WeightTensor& weight,
                                       const ProgressTick& tick) override;
+
+  // Global scope: a cut settled elsewhere (over several jobs, see
+  // engine/global_exchange.h) replaces the observation passes.
+  void SettleCut(const tensor::MagnitudeCut& cut) { masker_.emplace(cut); }
 
  private:
   MethodConfig config_;

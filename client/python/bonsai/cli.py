@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--report-html", metavar="FILE",
                    help="also write the report as a self-contained HTML page with per-layer charts")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.add_argument("--parallel", action="store_true", default=None,
+                   help="spread a folder's shards over every replica of --target (a comma-separated "
+                        "list or a dns:/// name), one job per shard, same output as one job; the default "
+                        "when the target resolves to several replicas and the folder has several shards")
+    c.add_argument("--no-parallel", dest="parallel", action="store_false", help="one job on one replica")
 
     i = sub.add_parser("inspect", help="list a model's tensors and what bonsai would prune")
     i.add_argument("input")
@@ -110,7 +115,8 @@ def _client(args) -> Client:
     credentials = None
     if args.tls and all(f is None for f in files):
         credentials = grpc.ssl_channel_credentials()  # the system's CAs
-    return Client(args.target, timeout=args.timeout, credentials=credentials, tls_ca=args.tls_ca,
+    target = args.target.split(",") if "," in args.target else args.target
+    return Client(target, timeout=args.timeout, credentials=credentials, tls_ca=args.tls_ca,
                   tls_cert=args.tls_cert, tls_key=args.tls_key, tls_server_name=args.tls_server_name)
 
 
@@ -139,7 +145,8 @@ def _compress(client: Client, args) -> None:
             include=args.include, exclude=args.exclude, include_only=args.include_only,
             overrides=_overrides(args.override), options=options, rules=rules, output=args.output,
             calibration=args.calibration, output_path=args.output_file,
-            progress=bars.progress, upload_progress=bars.upload, download_progress=bars.download)
+            progress=bars.progress, upload_progress=bars.upload, download_progress=bars.download,
+            parallel=args.parallel, shard_progress=bars.shards)
     finally:
         bars.close()
     if args.report_json:
@@ -149,6 +156,11 @@ def _compress(client: Client, args) -> None:
     if args.report_html:
         result.save_html(args.report_html, title=f"bonsai: {os.path.basename(os.path.normpath(args.input))}")
     print(format_report(result.report))
+    for job in getattr(result, "shard_jobs", ()):
+        t = job.report.timings
+        print(f"job {job.index}: {', '.join(job.files)} on {job.replica}: {job.seconds:.2f} s "
+              f"(receive {t.receive_seconds:.2f}, compress {t.compress_seconds:.2f}, "
+              f"send {t.send_seconds:.2f}){f'; {len(job.attempts)} failed tries' if job.attempts else ''}")
 
 
 def _sweep(client: Client, args) -> None:

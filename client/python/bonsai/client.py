@@ -5,7 +5,7 @@ import json
 import os
 import random
 import time
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import grpc
 
@@ -58,11 +58,16 @@ class Client:
     (e.g. localhost through a port-forward). Any other channel credentials go
     in `credentials`. A connection refused for a TLS reason is UNAVAILABLE
     with a `hint` saying what to check.
+
+    `target` may also be a list of addresses, or a `dns:///host:port` name
+    that resolves to several replicas (the chart's headless Service); then
+    `compress(folder, parallel=True)` spreads a sharded checkpoint over them
+    (see bonsai.parallel), and other calls go to them round-robin.
     """
 
     def __init__(
         self,
-        target: str = "localhost:50051",
+        target: "str | Sequence[str]" = "localhost:50051",
         *,
         timeout: float = DEFAULT_TIMEOUT,
         retry: Optional[RetryPolicy] = None,
@@ -75,7 +80,11 @@ class Client:
         tls_server_name: Optional[str] = None,
         options: Iterable = (),
     ):
-        self.target = target
+        from bonsai import replicas
+        self.targets = replicas.target_list(target)
+        if not self.targets:
+            raise ValueError("no target given")
+        self.target = replicas.channel_target(self.targets)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.chunk_bytes = chunk_bytes
@@ -90,10 +99,12 @@ class Client:
                 raise ValueError("tls_server_name needs TLS: pass tls_ca (or credentials) as well")
             opts.append(("grpc.ssl_target_name_override", tls_server_name))
         self.tls = credentials is not None
+        self._credentials = credentials
+        self._channel_options = opts
         if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=opts)
+            self._channel = grpc.insecure_channel(self.target, options=opts)
         else:
-            self._channel = grpc.secure_channel(target, credentials, options=opts)
+            self._channel = grpc.secure_channel(self.target, credentials, options=opts)
         self.stub = pb_grpc.CompressorStub(self._channel)
         self._rng = random.Random()
 
@@ -178,6 +189,8 @@ class Client:
         upload_progress: Optional[Callable[[int, Optional[int]], None]] = None,
         download_progress: Optional[Callable[[int, int], None]] = None,
         timeout: Optional[float] = None,
+        parallel: Optional[bool] = False,
+        shard_progress: Optional[Callable[[int, int], None]] = None,
     ) -> CompressResult:
         """Compresses `model`: a file path, a folder (a Hugging Face
         checkpoint: every file goes, shards are compressed, the rest comes back
@@ -192,7 +205,25 @@ class Client:
         `progress` receives the server's Progress messages; `upload_progress`
         (bytes sent so far, total) and `download_progress` (bytes received,
         total in) are for byte counters such as bars.
+
+        `parallel=True` spreads a folder's shards over the client's targets,
+        one job per shard or group of shards (bonsai.parallel), with the same
+        output as one job; `parallel=None` does so when the targets resolve
+        to more than one replica and the folder holds several shards.
+        `shard_progress` receives (jobs done, jobs) as each one ends; the
+        result is then a bonsai.parallel.ParallelResult.
         """
+        if parallel is None:
+            from bonsai import parallel as parallel_jobs
+            parallel = parallel_jobs.worth_spreading(self.targets, model)
+        if parallel:
+            from bonsai import parallel as parallel_jobs
+            return parallel_jobs.compress_parallel(
+                self, model, calibration=calibration, output_path=output_path,
+                shard_progress=shard_progress, timeout=timeout,
+                spec_kwargs=dict(method=method, sparsity=sparsity, scope=scope, include=include,
+                                 exclude=exclude, include_only=include_only, overrides=overrides,
+                                 options=options, rules=rules, output=output))
         files = model_files.collect(model)
         paths = model_files.output_paths(files, model, output_path)
         calib = ByteSource(calibration) if calibration is not None else None

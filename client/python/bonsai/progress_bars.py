@@ -23,6 +23,7 @@ class CompressBars:
         self._stage: Optional[tqdm] = None
         self._stage_value = None
         self._download: Optional[tqdm] = None
+        self._shards: Optional[tqdm] = None
 
     def _bar(self, **kwargs) -> tqdm:
         return tqdm(file=self._stream, disable=not self._enabled, leave=True, dynamic_ncols=True, **kwargs)
@@ -66,8 +67,15 @@ class CompressBars:
                                            unit_scale=True, unit_divisor=1024)
             self._download.update(received - self._download.n)
 
+    def shards(self, done: int, total: int) -> None:
+        """A parallel job's one bar: shard jobs done of all."""
+        with self._lock:
+            if self._shards is None:
+                self._shards = self._bar(desc="shard jobs".ljust(12), total=total, unit="job")
+            self._shards.update(done - self._shards.n)
+
     def close(self) -> None:
         with self._lock:
-            for bar in (self._upload, self._stage, self._download):
+            for bar in (self._upload, self._stage, self._download, self._shards):
                 if bar is not None:
                     bar.close()
