@@ -131,7 +131,7 @@ void ShutDownGracefully(grpc::Server& server, bonsai::engine::JobScheduler& sche
 // binary's file name, which finds none); --helpfull adds Abseil's.
 void ConfigureUsage() {
   absl::SetProgramUsageMessage(
-      "bonsai-server: a gRPC service that prunes, sparsifies and quantizes ONNX and "
+      "a gRPC service that prunes, sparsifies and quantizes ONNX and "
       "safetensors models.\nUsage: bonsai-server [--listen=0.0.0.0:50051] [--workers=N] ...\n"
       "--version prints the version and build; --helpfull lists every flag.");
   absl::FlagsUsageConfig config;

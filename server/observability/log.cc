@@ -15,7 +15,8 @@ namespace {
 
 std::atomic<LogFormat> log_format{LogFormat::kText};
 
-void Log(const char* level, std::string_view message) {
+void Log(const char* level, std::string_view text) {
+  const absl::string_view message(text.data(), text.size());
   const std::string stamp =
       absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
   if (log_format.load(std::memory_order_relaxed) == LogFormat::kJson) {
@@ -28,7 +29,7 @@ void Log(const char* level, std::string_view message) {
 
 }  // namespace
 
-absl::StatusOr<LogFormat> ParseLogFormat(std::string_view name) {
+absl::StatusOr<LogFormat> ParseLogFormat(absl::string_view name) {
   if (name == "text") return LogFormat::kText;
   if (name == "json") return LogFormat::kJson;
   return absl::InvalidArgumentError(
@@ -38,12 +39,12 @@ absl::StatusOr<LogFormat> ParseLogFormat(std::string_view name) {
 void SetLogFormat(LogFormat format) { log_format.store(format, std::memory_order_relaxed); }
 LogFormat CurrentLogFormat() { return log_format.load(std::memory_order_relaxed); }
 
-void WriteLogLine(std::string_view line) {
+void WriteLogLine(absl::string_view line) {
   // One fprintf per line so concurrent lines do not interleave.
   std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
 }
 
-std::string JsonEscape(std::string_view text) {
+std::string JsonEscape(absl::string_view text) {
   std::string out;
   out.reserve(text.size());
   for (const char c : text) {

@@ -8,13 +8,14 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace bonsai::observability {
 
 enum class LogFormat { kText, kJson };
 
 // "text" or "json"; anything else is INVALID_ARGUMENT naming the choices.
-absl::StatusOr<LogFormat> ParseLogFormat(std::string_view name);
+absl::StatusOr<LogFormat> ParseLogFormat(absl::string_view name);
 void SetLogFormat(LogFormat format);
 LogFormat CurrentLogFormat();
 
@@ -23,9 +24,9 @@ void LogWarning(std::string_view message);
 void LogError(std::string_view message);
 
 // Writes one finished line (no level or time added) to stderr.
-void WriteLogLine(std::string_view line);
+void WriteLogLine(absl::string_view line);
 // `text` as the inside of a JSON string.
-std::string JsonEscape(std::string_view text);
+std::string JsonEscape(absl::string_view text);
 
 }  // namespace bonsai::observability
 

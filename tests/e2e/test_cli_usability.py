@@ -40,7 +40,7 @@ def test_help_lists_the_methods_the_server_offers(server):
     proc = run_cli("--help")
     with bonsai.Client(server.target) as c:
         offered = [m.name for m in c.capabilities().methods]
-    listed = re.search(r"methods: ([a-z, ]+)", " ".join(proc.stdout.split())).group(1).split(", ")
+    listed = re.search(r"methods: ([a-z, ]+)", " ".join(proc.stdout.split())).group(1).strip().split(", ")
     assert listed == offered
 
 

@@ -26,7 +26,7 @@ def test_help_lists_bonsais_flags():
     assert "No flags matched" not in out
     for flag in ("--listen", "--workers", "--max_model_bytes", "--log_format", "--tls_cert_file"):
         assert flag in out, flag
-    assert "bonsai-server: a gRPC service" in out
+    assert "bonsai-server: a gRPC service" in out and "bonsai-server: bonsai-server" not in out
 
 
 def test_version_prints_version_and_build(server):
