@@ -63,6 +63,10 @@ void MarkOutputHeads(std::vector<TensorInfo>& tensors) {
   if (named) return;
   // No head by name: the last weight matrix in the index's order, which is
   // the output layer of a plain network saved from PyTorch (fc1, fc2, fc3).
+  // A lone weight is no network with a head: it is what the job is for.
+  const auto layers = std::count_if(tensors.begin(), tensors.end(),
+                                    [](const TensorInfo& info) { return info.selected_by_default; });
+  if (layers < 2) return;
   for (auto it = tensors.rbegin(); it != tensors.rend(); ++it) {
     if (it->selected_by_default) {
       it->output_head = true;

@@ -29,7 +29,8 @@ bool IsEmbeddingName(std::string_view name);
 
 // Sets TensorInfo::output_head over one model's tensors (all shards, in the
 // index's order): weights with a name component lm_head, classifier, score
-// or head; when none has one, the last tensor selected by default.
+// or head; when none has one and there are several, the last tensor selected
+// by default.
 void MarkOutputHeads(std::vector<TensorInfo>& tensors);
 
 class SafetensorsModel final : public Model {

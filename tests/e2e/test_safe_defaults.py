@@ -146,3 +146,10 @@ def test_cli_no_selected_tensor_exits_2_with_the_selection(server, mlp_safetenso
     assert proc.returncode == 2
     assert "INVALID_ARGUMENT: no tensor of the model is selected" in proc.stderr and "exclude ['.']" in proc.stderr
     assert not out.exists()
+
+
+def test_a_lone_safetensors_weight_is_no_head(client):
+    weight = np.random.default_rng(4).standard_normal((8, 6)).astype(np.float32)
+    result = client.compress(safetensors_io.dumps({"w": weight}), method="structured", sparsity=0.5)
+    assert _zero_rows(safetensors_io.loads(result.model)["w"], 0) == 4
+    assert not result.warnings
