@@ -304,7 +304,8 @@ absl::StatusOr<CompressionPlan> PlanCompression(
     if (!rule_matched[r]) {
       plan.notes.push_back(absl::StrCat(spec.rules[r].name, " (tensor_regex '",
                                         spec.rules[r].pattern->pattern(),
-                                        "') matched no selected tensor"));
+                                        "') took no tensor: it matches no selected tensor "
+                                        "that an earlier rule did not take"));
     }
   }
   if (!heads_left.empty()) {

@@ -109,7 +109,7 @@ def test_a_rule_that_matches_nothing_beside_others_is_a_warning(client, mlp_safe
              {"tensor_regex": "^decoder", "method": "magnitude", "sparsity": 0.5, "name": "typo"}]
     result = client.compress(mlp_safetensors, rules=rules)
     assert [t.name for t in result.report.tensors] == ["fc1.weight"]
-    assert any("typo (tensor_regex '^decoder') matched no selected tensor" in w for w in result.warnings)
+    assert any("typo (tensor_regex '^decoder') took no tensor" in w for w in result.warnings)
 
 
 # -------------------------------------------------------- recipe validation

@@ -84,6 +84,15 @@ def test_one_text_log_line_per_job(start_server, mlp_safetensors):
     assert int(re.search(r"id=(\d+)", failed).group(1)) == int(re.search(r"id=(\d+)", ok).group(1)) + 1
 
 
+def test_inspect_calls_log_a_line_too(start_server, cnn_onnx):
+    srv = start_server()
+    with bonsai.Client(srv.target, timeout=60) as c:
+        c.inspect(cnn_onnx)
+    [line] = _job_lines(srv, 1, r" job id=")
+    assert re.search(rf" INFO job id=\d+ rpc=Inspect peer=ipv[46]:\S+ method=- format=onnx bytes_in={len(cnn_onnx)} "
+                     r"bytes_out=0 seconds=\d+\.\d{3} status=OK$", line), line
+
+
 def test_json_log_lines_with_log_format_json(start_server, mlp_onnx):
     srv = start_server(flags=["--log_format=json"])
     with bonsai.Client(srv.target, timeout=60) as c:

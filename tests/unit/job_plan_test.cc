@@ -153,7 +153,7 @@ TEST(Planning, RuleThatMatchesNothingBesideOthersIsANote) {
   auto plan = Plan(spec);
   ASSERT_TRUE(plan.ok()) << plan.status();
   ASSERT_EQ(plan->notes.size(), 1u);
-  EXPECT_THAT(plan->notes[0], HasSubstr("rule[1] (tensor_regex '^decoder\\.') matched no"));
+  EXPECT_THAT(plan->notes[0], HasSubstr("rule[1] (tensor_regex '^decoder\\.') took no tensor"));
 }
 
 TEST(Planning, StructuredLeavesOutputHeadsWholeAndSaysHowToIncludeThem) {
