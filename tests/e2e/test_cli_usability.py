@@ -115,14 +115,25 @@ def test_a_folder_where_a_file_is_expected_names_the_users_path(server, mlp_safe
     assert f"{folder} is a folder" in proc.stderr and ".part" not in proc.stderr
 
 
-def test_a_missing_output_folder_names_the_users_path(server, mlp_safetensors, tmp_path):
+def test_an_output_folder_that_cannot_be_made_names_the_users_path(server, mlp_safetensors, tmp_path):
     src = tmp_path / "m.safetensors"
     src.write_bytes(mlp_safetensors)
-    out = tmp_path / "missing" / "o.safetensors"
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"x")
+    out = blocker / "sub" / "o.safetensors"
     proc = run_cli(*_compress_args(server, src, out))
     assert proc.returncode == 1
-    assert f"{tmp_path / 'missing'} does not exist (for {out})" in proc.stderr
-    assert ".bonsai-" not in proc.stderr and not (tmp_path / "missing").exists()
+    assert f"{blocker / 'sub'} cannot be made: {blocker} is a file (for {out})" in proc.stderr
+    assert ".bonsai-" not in proc.stderr
+
+
+def test_a_missing_output_folder_is_made(server, mlp_safetensors, tmp_path):
+    src = tmp_path / "m.safetensors"
+    src.write_bytes(mlp_safetensors)
+    out = tmp_path / "new" / "deeper" / "o.safetensors"
+    proc = run_cli(*_compress_args(server, src, out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size > 0
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

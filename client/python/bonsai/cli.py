@@ -85,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("input", help="a model file, or a folder of safetensors shards; an .onnx file's "
                                  "external data files beside it go with it")
     c.add_argument("-o", "--output-file", "--output-path", required=True, dest="output_file",
-                   help="where to write the model: a file for a file (data files beside it, the folder "
-                        "must exist), a folder for a folder (created); no default: required")
+                   help="where to write the model: a file for a file (data files beside it), a folder for a "
+                        "folder; missing folders are made; no default: required")
     c.add_argument("--method", metavar="METHOD",
                    help="compression method for every selected tensor (default: magnitude; with "
                         "--rules or --recipe the rules name the methods)")

@@ -79,15 +79,17 @@ def collect(model: ModelInput) -> List[ModelFile]:
 
 
 def _check_parent(path: str, what: str) -> None:
-    """The folder that will hold `path` exists and is a folder; the error
-    names the user's path, not a temporary file written beside it."""
+    """The folders that will hold `path` exist or can be made (missing ones
+    are created, and removed again if the job fails); the error names the
+    user's path, not a temporary file written beside it."""
     parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.exists(parent):
-        raise FileNotFoundError(f"{what} {parent} does not exist (for {path}); create it first")
-    if not os.path.isdir(parent):
-        raise NotADirectoryError(f"{what} {parent} is not a folder (for {path})")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write into {parent} (for {path}): permission denied")
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(f"{what} {parent} cannot be made: {existing} is a file (for {path})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write into {existing} (for {path}): permission denied")
 
 
 def output_paths(files: List[ModelFile], model: ModelInput, output_path) -> Optional[List[str]]:
