@@ -128,6 +128,7 @@ def test_cli_rules_json_object_form(server, folder, tmp_path):
     ("s:\n  m_modifiers:\n    MagnitudePruningModifier: {init_sparsity: 0.1, final_sparsity: 0.5, start: 0, end: 5}\n",
      "gradual pruning"),
     ("s:\n  m_modifiers:\n    SparseGPTModifier: {sparsity: 0.5, targets: [LlamaDecoderLayer]}\n", "LlamaDecoderLayer"),
+    ("s:\n  run_type: train\n  m_modifiers:\n    WandaPruningModifier: {sparsity: 0.5}\n", "run_type"),
 ])
 def test_cli_unimplemented_modifier_or_field_exits_2_naming_it(server, folder, tmp_path, text, named):
     recipe = tmp_path / "recipe.yaml"

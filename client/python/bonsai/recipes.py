@@ -119,6 +119,8 @@ def _modifier_groups(data: Mapping):
         elif isinstance(value, Mapping):
             for group, modifiers in value.items():
                 where = f"{key}.{group}"
+                if group == "run_type" and modifiers == "oneshot":
+                    continue  # what bonsai does anyway
                 if str(group).endswith("modifiers"):
                     yield where, _modifier_list(where, modifiers)
                 else:
