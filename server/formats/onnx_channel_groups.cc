@@ -449,26 +449,40 @@ class Analyzer {
 
 absl::flat_hash_map<std::string, std::string> WeightsReachingGraphOutputs(
     const GraphIndex& index) {
+  // One pass from the last node to the first (ONNX keeps nodes in
+  // topological order): a value reaches the output it is, or one that a
+  // consumer's output reaches, unless that consumer is a weight layer reading
+  // it as data, which mixes the channels into new ones. Linear in the graph,
+  // whatever its shape. A graph out of order only finds fewer heads.
+  absl::flat_hash_map<std::string, std::string> reaches;
+  const auto& nodes = index.graph().node();
+  for (int n = nodes.size() - 1; n >= 0; --n) {
+    for (const std::string& name : nodes[n].output()) {
+      if (name.empty() || reaches.contains(name)) continue;
+      std::string reached = index.IsGraphOutput(name) ? name : "";
+      for (const Use& use : index.Consumers(name)) {
+        if (!reached.empty()) break;
+        if (use.input == 0 && LayerWeight(index, *use.node) != nullptr) continue;
+        for (const std::string& out : use.node->output()) {
+          auto it = reaches.find(out);
+          if (it != reaches.end() && !it->second.empty()) {
+            reached = it->second;
+            break;
+          }
+        }
+      }
+      reaches.emplace(name, std::move(reached));
+    }
+  }
   absl::flat_hash_map<std::string, std::string> heads;
-  for (const onnx::NodeProto& node : index.graph().node()) {
+  for (const onnx::NodeProto& node : nodes) {
     const onnx::TensorProto* weight = LayerWeight(index, node);
     if (weight == nullptr) continue;
-    // Forward from the layer's output until a graph output or the data input
-    // of the next weight layer, which mixes the channels into new ones.
-    absl::flat_hash_set<std::string> seen;
-    std::deque<std::string> pending(node.output().begin(), node.output().end());
-    while (!pending.empty()) {
-      std::string name = std::move(pending.front());
-      pending.pop_front();
-      if (name.empty() || !seen.insert(name).second) continue;
-      if (index.IsGraphOutput(name)) {
-        heads.try_emplace(weight->name().empty() ? node.input(1) : weight->name(), name);
-        break;
-      }
-      for (const Use& use : index.Consumers(name)) {
-        if (use.input == 0 && LayerWeight(index, *use.node) != nullptr) continue;
-        for (const std::string& out : use.node->output()) pending.push_back(out);
-      }
+    for (const std::string& name : node.output()) {
+      auto it = reaches.find(name);
+      if (it == reaches.end() || it->second.empty()) continue;
+      heads.try_emplace(weight->name().empty() ? node.input(1) : weight->name(), it->second);
+      break;
     }
   }
   return heads;

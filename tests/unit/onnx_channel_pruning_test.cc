@@ -717,5 +717,26 @@ TEST(OnnxOutputHeads, AHiddenLayerThatIsAlsoAnOutputIsAHead) {
   EXPECT_TRUE(heads.contains("w1") && heads.contains("w2"));
 }
 
+// One pass over the graph: a deep stack answers like a shallow one.
+TEST(OnnxOutputHeads, InADeepStackOnlyTheLastLayerAndWhatBypassesTheRestAreHeads) {
+  GraphBuilder g;
+  constexpr int kLayers = 3000;
+  g.Input("x0", {1, 4}).Output("y", {1, 4});
+  std::string x = "x0";
+  for (int i = 0; i < kLayers; ++i) {
+    const std::string w = "w" + std::to_string(i), h = "h" + std::to_string(i);
+    g.Weight(w, {4, 4}, i);
+    g.Node("MatMul", {x, w}, {h});
+    x = h;
+  }
+  // A skip connection from the first layer to the output, past all others.
+  g.Node("Add", {x, "h0"}, {"y"});
+  channels::GraphIndex index(*g.model().mutable_graph());
+  const auto heads = channels::WeightsReachingGraphOutputs(index);
+  EXPECT_EQ(heads.size(), 2u);
+  EXPECT_TRUE(heads.contains("w0"));
+  EXPECT_TRUE(heads.contains("w" + std::to_string(kLayers - 1)));
+}
+
 }  // namespace
 }  // namespace bonsai::formats
