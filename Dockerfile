@@ -32,7 +32,7 @@ RUN apt-get update \
       libgrpc++1.51 libprotobuf32 libabsl20220623 libre2-9 libssl3 libzstd1 \
       libopenblas0 liblapacke libonnx1 \
       libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
-      python3 python3-grpcio python3-protobuf python3-tqdm \
+      python3 python3-grpcio python3-protobuf python3-tqdm python3-yaml \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid "$BONSAI_UID" bonsai \
  && useradd --uid "$BONSAI_UID" --gid "$BONSAI_UID" --no-create-home --home-dir /tmp \

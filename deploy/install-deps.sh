@@ -19,13 +19,15 @@ BUILD_PACKAGES=(
 PYTHON_PACKAGES=(
   python3 python3-grpcio python3-protobuf python3-numpy python3-onnx
   python3-tqdm python3-pytest python3-torch python3-sklearn
+  # the client reads YAML rules and llm-compressor recipes
+  python3-yaml
 )
 TEST_PACKAGES=(
   zstd procps nodejs
   # metrics, dashboard and Helm chart proofs: a real Prometheus and promtool,
   # Go + sprig for the chart renderer, Kubernetes' API types, JSON Schema
   prometheus golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
-  python3-kubernetes python3-jsonschema python3-yaml
+  python3-kubernetes python3-jsonschema
   # fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes,
   # llvm-symbolizer for readable sanitizer stacks
   clang-14 libclang-rt-14-dev llvm-14

@@ -17,12 +17,15 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/api/active_calls.h"
 #include "server/api/compressor_service.h"
 #include "server/api/server_credentials.h"
 #include "server/engine/job_scheduler.h"
 #include "server/observability/grpc_metrics_interceptor.h"
+#include "server/observability/job_log.h"
 #include "server/observability/log.h"
 #include "server/observability/metrics.h"
 #include "server/storage/byte_budget.h"
@@ -64,6 +67,9 @@ ABSL_FLAG(std::string, tls_cert_file, "",
           "PEM certificate chain of the gRPC port; with --tls_key_file the port serves TLS "
           "(the metrics endpoint stays plaintext). Empty: plaintext");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, log_format, "text",
+          "log lines on stderr: text (time level message) or json (one object per line); "
+          "each finished call logs one line with its id, peer, method, format, bytes and status");
 ABSL_FLAG(std::string, tls_client_ca_file, "",
           "PEM CA certificate(s); when set, clients must present a certificate signed by one "
           "of them (mutual TLS)");
@@ -126,11 +132,34 @@ void ShutDownGracefully(grpc::Server& server, bonsai::engine::JobScheduler& sche
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// --help lists bonsai's own flags (Abseil's default matches flags to the
+// binary's file name, which finds none); --helpfull adds Abseil's.
+void ConfigureUsage() {
   absl::SetProgramUsageMessage(
-      "bonsai-server: a gRPC service that prunes, sparsifies and binarizes ONNX and "
-      "safetensors models.\nUsage: bonsai-server [--listen=0.0.0.0:50051] [--workers=N] ...");
+      "a gRPC service that prunes, sparsifies and quantizes ONNX and "
+      "safetensors models.\nUsage: bonsai-server [--listen=0.0.0.0:50051] [--workers=N] ...\n"
+      "--version prints the version and build; --helpfull lists every flag.");
+  absl::FlagsUsageConfig config;
+  const auto ours = [](absl::string_view file) { return absl::StrContains(file, "server/"); };
+  config.contains_help_flags = ours;
+  config.contains_helpshort_flags = ours;
+  config.version_string = [] {
+    return absl::StrCat("bonsai-server ", bonsai::observability::BuildVersion(), " (revision ",
+                        bonsai::observability::BuildRevision(), ")\n");
+  };
+  absl::SetFlagsUsageConfig(config);
+}
+
+int main(int argc, char** argv) {
+  ConfigureUsage();
   absl::ParseCommandLine(argc, argv);
+  if (auto format = bonsai::observability::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
+      format.ok()) {
+    bonsai::observability::SetLogFormat(*format);
+  } else {
+    bonsai::observability::LogError(std::string(format.status().message()));
+    return 1;
+  }
   if (!InstallStopHandlers()) {
     bonsai::observability::LogError("could not install the SIGTERM/SIGINT handlers");
     return 1;
@@ -210,16 +239,21 @@ int main(int argc, char** argv) {
   }
   server->GetHealthCheckService()->SetServingStatus(true);
 
-  std::string host = absl::GetFlag(FLAGS_listen);
-  host = host.substr(0, host.rfind(':'));
+  // The ports actually bound, so ":0" in a flag shows the port it got.
+  const auto bound = [](std::string address, int bound_port) {
+    return absl::StrCat(address.substr(0, address.rfind(':')), ":", bound_port);
+  };
+  const std::string metrics = absl::GetFlag(FLAGS_metrics_listen).empty()
+                                  ? std::string("off")
+                                  : bound(absl::GetFlag(FLAGS_metrics_listen),
+                                          bonsai::observability::BoundMetricsPort());
   std::printf(
-      "bonsai-server ready on %s:%d (workers=%d, max_queued_jobs=%d, max_memory_bytes=%llu, "
+      "bonsai-server ready on %s (workers=%d, max_queued_jobs=%d, max_memory_bytes=%llu, "
       "spool=%s, max_spool_bytes=%llu, tls=%s, metrics=%s)\n",
-      host.c_str(), port, workers, max_queued, static_cast<unsigned long long>(memory_bytes),
-      spool_dir.c_str(), static_cast<unsigned long long>(spool_bytes),
-      std::string(bonsai::api::TlsModeName(port_credentials->mode)).c_str(),
-      absl::GetFlag(FLAGS_metrics_listen).empty() ? "off"
-                                                  : absl::GetFlag(FLAGS_metrics_listen).c_str());
+      bound(absl::GetFlag(FLAGS_listen), port).c_str(), workers, max_queued,
+      static_cast<unsigned long long>(memory_bytes), spool_dir.c_str(),
+      static_cast<unsigned long long>(spool_bytes),
+      std::string(bonsai::api::TlsModeName(port_credentials->mode)).c_str(), metrics.c_str());
   std::fflush(stdout);
 
   std::thread signal_thread([&] {

@@ -8,6 +8,7 @@
 #include "server/api/admission.h"
 #include "server/api/call_outcome.h"
 #include "server/api/status_util.h"
+#include "server/observability/job_log.h"
 #include "server/observability/metrics.h"
 
 namespace bonsai::api {
@@ -34,7 +35,9 @@ CompressReactor::CompressReactor(const ServiceContext& context,
                                  grpc::CallbackServerContext* call)
     : context_(context),
       call_(call),
-      uploads_(context_.options) {}
+      uploads_(context_.options),
+      job_id_(observability::NextJobId()),
+      peer_(call->peer()) {}
 
 void CompressReactor::OnReadDone(bool ok) {
   {
@@ -286,6 +289,7 @@ bool CompressReactor::NextOutputChunk() {
         return false;
       }
       sending_offset_ += length;
+      sent_bytes_ += length;
       observability::RecordSentBytes(length);
       if (!first_chunk_sent_) {
         first_chunk_sent_ = true;
@@ -399,6 +403,9 @@ void CompressReactor::OnDone() {
     const absl::Status outcome =
         call_->IsCancelled() ? absl::CancelledError("client gone") : sent_status_;
     RecordCallOutcome(method_label_, format_label_, outcome);
+    observability::LogJob({job_id_, "Compress", peer_, method_label_, format_label_,
+                           uploads_.received_bytes(), sent_bytes_,
+                           Seconds(Clock::now() - call_start_), outcome});
   }
   // Frees the upload and output now unless the job still runs; then the
   // worker's reference frees them when it returns.

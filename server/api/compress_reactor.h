@@ -110,6 +110,12 @@ class CompressReactor
   std::string format_label_ ABSL_GUARDED_BY(mu_) = "unknown";
   absl::Status sent_status_ ABSL_GUARDED_BY(mu_);
   Clock::time_point send_start_ ABSL_GUARDED_BY(mu_);
+
+  // For the one log line per call (OnDone).
+  const uint64_t job_id_;
+  const std::string peer_;
+  const Clock::time_point call_start_ = Clock::now();
+  uint64_t sent_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace bonsai::api

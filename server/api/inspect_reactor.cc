@@ -3,22 +3,27 @@
 #include "server/api/admission.h"
 #include "server/api/status_util.h"
 #include "server/engine/inspect_job.h"
+#include "server/observability/job_log.h"
 
 namespace bonsai::api {
 
 InspectReactor* InspectReactor::Start(const ServiceContext& context,
+                                      grpc::CallbackServerContext* call,
                                       v1::InspectResponse* response) {
-  std::shared_ptr<InspectReactor> reactor(new InspectReactor(context, response));
+  std::shared_ptr<InspectReactor> reactor(new InspectReactor(context, call, response));
   reactor->self_ = reactor;
   context.calls->Add(reactor);
   reactor->StartRead(&reactor->request_);
   return reactor.get();
 }
 
-InspectReactor::InspectReactor(const ServiceContext& context, v1::InspectResponse* response)
+InspectReactor::InspectReactor(const ServiceContext& context, grpc::CallbackServerContext* call,
+                               v1::InspectResponse* response)
     : context_(context),
       response_(response),
-      uploads_(context_.options) {}
+      uploads_(context_.options),
+      job_id_(observability::NextJobId()),
+      peer_(call->peer()) {}
 
 void InspectReactor::OnReadDone(bool ok) {
   {
@@ -88,7 +93,11 @@ void InspectReactor::RunJob() {
     absl::MutexLock lock(&mu_);
     if (finished_) return;
     finished_ = true;
-    if (result.ok()) *response_ = std::move(*result);
+    sent_status_ = result.status();
+    if (result.ok()) {
+      format_ = result->format();
+      *response_ = std::move(*result);
+    }
   }
   Finish(ToGrpcStatus(result.status()));
 }
@@ -98,6 +107,7 @@ void InspectReactor::FinishOnce(const absl::Status& status) {
     absl::MutexLock lock(&mu_);
     if (finished_) return;
     finished_ = true;
+    sent_status_ = status;
   }
   Finish(ToGrpcStatus(status));
 }
@@ -115,6 +125,13 @@ void InspectReactor::Abort(const absl::Status& status) {
 
 void InspectReactor::OnDone() {
   context_.calls->Remove(this);
+  {
+    absl::MutexLock lock(&mu_);
+    observability::LogJob(
+        {job_id_, "Inspect", peer_, "-", format_, uploads_.received_bytes(), 0,
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - call_start_).count(),
+         sent_status_});
+  }
   self_.reset();  // may delete this: nothing may follow
 }
 

@@ -3,6 +3,9 @@
 #ifndef BONSAI_SERVER_API_INSPECT_REACTOR_H_
 #define BONSAI_SERVER_API_INSPECT_REACTOR_H_
 
+#include <chrono>
+#include <string>
+
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
@@ -21,7 +24,8 @@ class InspectReactor : public grpc::ServerReadReactor<v1::InspectRequest>,
                        public AbortableCall,
                        public std::enable_shared_from_this<InspectReactor> {
  public:
-  static InspectReactor* Start(const ServiceContext& context, v1::InspectResponse* response);
+  static InspectReactor* Start(const ServiceContext& context, grpc::CallbackServerContext* call,
+                               v1::InspectResponse* response);
 
   void OnReadDone(bool ok) override;
   void OnCancel() override;
@@ -29,7 +33,8 @@ class InspectReactor : public grpc::ServerReadReactor<v1::InspectRequest>,
   void Abort(const absl::Status& status) override;
 
  private:
-  InspectReactor(const ServiceContext& context, v1::InspectResponse* response);
+  InspectReactor(const ServiceContext& context, grpc::CallbackServerContext* call,
+                 v1::InspectResponse* response);
   absl::Status HandleRequest();
   void RunJob();  // on a worker
   void FinishOnce(const absl::Status& status);
@@ -46,6 +51,13 @@ class InspectReactor : public grpc::ServerReadReactor<v1::InspectRequest>,
 
   absl::Mutex mu_;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+
+  // For the one log line per call (OnDone).
+  const uint64_t job_id_;
+  const std::string peer_;
+  const std::chrono::steady_clock::time_point call_start_ = std::chrono::steady_clock::now();
+  absl::Status sent_status_ ABSL_GUARDED_BY(mu_);
+  std::string format_ ABSL_GUARDED_BY(mu_) = "unknown";
 };
 
 }  // namespace bonsai::api

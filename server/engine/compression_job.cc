@@ -236,6 +236,7 @@ absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
   const uint64_t params_in = TotalParams(**model);
   auto plan = PlanCompression(spec, (*model)->tensors());
   if (!plan.ok()) return plan.status();
+  for (const std::string& note : plan->notes) report.add_warnings(note);
   absl::StatusOr<CalibrationSet> calibration = CalibrationSet();
   if (input.calibration) {
     auto bytes = input.calibration->ReadAll();
@@ -290,11 +291,6 @@ absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
   if (auto s = ApplyMethods(**model, *plan, *calibration, meter, input.cores, cancel, report);
       !s.ok()) {
     return s;
-  }
-  if (report.tensors_size() == 0) {
-    report.add_warnings(
-        "no tensor was selected for compression; see Inspect for tensor names and "
-        "use include patterns to select some");
   }
   timings->set_compress_seconds(SecondsSince(stage_start));
   observability::RecordStageSeconds(observability::JobStage::kCompress,

@@ -1,8 +1,11 @@
 #include "server/engine/job_plan.h"
 
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/engine/spec_checks.h"
 
 namespace bonsai::engine {
 namespace {
@@ -35,6 +38,46 @@ absl::Status CheckMethod(const methods::MethodConfig& config, absl::string_view 
     return absl::InvalidArgumentError(absl::StrCat(where, method.status().message()));
   }
   return absl::OkStatus();
+}
+
+bool NamedByInclude(const formats::TensorInfo& info,
+                    const std::vector<std::unique_ptr<RE2>>& include) {
+  return std::any_of(include.begin(), include.end(),
+                     [&](const auto& re) { return RE2::PartialMatch(info.name, *re); });
+}
+
+std::string QuotedList(const google::protobuf::RepeatedPtrField<std::string>& patterns) {
+  std::vector<std::string> quoted;
+  for (const std::string& p : patterns) quoted.push_back(absl::StrCat("'", p, "'"));
+  return absl::StrCat("[", absl::StrJoin(quoted, ", "), "]");
+}
+
+std::string DescribeSelection(const ValidatedSpec& spec,
+                              const std::vector<formats::TensorInfo>& tensors) {
+  size_t by_default = 0;
+  for (const auto& info : tensors) by_default += info.selected_by_default ? 1 : 0;
+  std::vector<std::string> parts;
+  if (spec.proto.include_only()) {
+    parts.push_back("include_only");
+  } else {
+    parts.push_back(absl::StrCat(by_default, " of ", tensors.size(),
+                                 " tensors selected by default"));
+  }
+  if (!spec.proto.include().empty()) {
+    parts.push_back(absl::StrCat("include ", QuotedList(spec.proto.include())));
+  }
+  if (!spec.proto.exclude().empty()) {
+    parts.push_back(absl::StrCat("exclude ", QuotedList(spec.proto.exclude())));
+  }
+  return absl::StrJoin(parts, ", ");
+}
+
+std::string FirstSelectedName(const ValidatedSpec& spec,
+                              const std::vector<formats::TensorInfo>& tensors) {
+  for (const auto& info : tensors) {
+    if (IsSelected(info, spec.include, spec.exclude, spec.proto.include_only())) return info.name;
+  }
+  return tensors.empty() ? "" : tensors.front().name;
 }
 
 }  // namespace
@@ -84,10 +127,23 @@ absl::StatusOr<ValidatedSpec> ValidateSpec(const v1::CompressionSpec& spec) {
     return absl::InvalidArgumentError(
         "the spec names no method; set method (e.g. \"magnitude\") or give rules");
   }
+  if (!spec.method().empty() && !spec.rules().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the spec gives both method '", spec.method(), "' and ", spec.rules_size(),
+        " rules; give one: method for every selected tensor, or rules (a method per pattern). "
+        "To give the remaining tensors a method, end the rules with one whose tensor_regex "
+        "is '.'"));
+  }
+  if (!spec.rules().empty() && (spec.sparsity() != 0.0 || spec.options().ByteSizeLong() != 0)) {
+    return absl::InvalidArgumentError(
+        "with rules, sparsity and options belong in each rule; the spec's own sparsity and "
+        "options would be ignored, so leave them unset");
+  }
   if (!spec.method().empty()) {
     out.job_method.config =
         ToMethodConfig(spec.method(), spec.sparsity(), spec.scope(), spec.options());
     if (auto s = CheckMethod(out.job_method.config, ""); !s.ok()) return s;
+    if (auto s = CheckOptionsAreRead(spec.method(), spec.options(), ""); !s.ok()) return s;
   }
   for (const auto& [name, sparsity] : spec.sparsity_overrides()) {
     if (!(sparsity >= 0.0 && sparsity < 1.0)) {
@@ -111,7 +167,10 @@ absl::StatusOr<ValidatedSpec> ValidateSpec(const v1::CompressionSpec& spec) {
       parsed.keep_dense = true;
     } else {
       parsed.config = ToMethodConfig(rule.method(), rule.sparsity(), rule.scope(), rule.options());
-      if (auto s = CheckMethod(parsed.config, absl::StrCat(parsed.name, ": ")); !s.ok()) return s;
+      const std::string where = absl::StrCat(parsed.name, ": ");
+      if (auto s = CheckMethod(parsed.config, where); !s.ok()) return s;
+      if (auto s = CheckOptionsAreRead(rule.method(), rule.options(), where); !s.ok()) return s;
+      if (auto s = CheckRuleHasSparsity(parsed.config, where); !s.ok()) return s;
     }
     out.rules.push_back(std::move(parsed));
   }
@@ -157,6 +216,9 @@ absl::StatusOr<CompressionPlan> PlanCompression(
     return index;
   };
 
+  size_t selected = 0;
+  std::vector<bool> rule_matched(spec.rules.size(), false);
+  std::vector<std::string> heads_left;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const formats::TensorInfo& info = tensors[i];
     auto override_it = spec.proto.sparsity_overrides().find(info.name);
@@ -165,6 +227,7 @@ absl::StatusOr<CompressionPlan> PlanCompression(
         !IsSelected(info, spec.include, spec.exclude, spec.proto.include_only())) {
       continue;
     }
+    ++selected;
 
     const RuleSpec* rule = &spec.job_method;
     int rule_index = -1;
@@ -174,15 +237,23 @@ absl::StatusOr<CompressionPlan> PlanCompression(
         if (RE2::PartialMatch(info.name, *spec.rules[r].pattern)) {
           rule = &spec.rules[r];
           rule_index = static_cast<int>(r);
+          rule_matched[r] = true;
           break;
         }
       }
-      if (rule == nullptr && overridden && !spec.proto.method().empty()) {
-        rule = &spec.job_method;
-        rule_index = -1;
+      if (rule == nullptr && overridden) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "sparsity override names tensor '", info.name,
+            "', which no rule matches; add a rule for it (the override sets its sparsity)"));
       }
       if (rule == nullptr || rule->keep_dense) continue;
     } else if (spec.proto.method().empty()) {
+      continue;
+    }
+
+    if (rule->config.method == "structured" && info.output_head && !overridden &&
+        !NamedByInclude(info, spec.include)) {
+      heads_left.push_back(info.name);
       continue;
     }
 
@@ -210,6 +281,42 @@ absl::StatusOr<CompressionPlan> PlanCompression(
     plan.groups[*group].tensors.push_back(i);
     plan.group_of_tensor[i] = *group;
     plan.sparsity_of_tensor[i] = sparsity;
+  }
+
+  if (selected == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "no tensor of the model is selected (", DescribeSelection(spec, tensors),
+        "), so the job would return it unchanged; list the tensor names with inspect "
+        "(python3 -m bonsai inspect MODEL) and change include/exclude"));
+  }
+  if (!spec.rules.empty() && std::none_of(rule_matched.begin(), rule_matched.end(),
+                                          [](bool matched) { return matched; })) {
+    std::vector<std::string> patterns;
+    for (const RuleSpec& rule : spec.rules) {
+      patterns.push_back(absl::StrCat(rule.name, " '", rule.pattern->pattern(), "'"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "no rule matches any of the ", selected, " selected tensors (rules: ",
+        absl::StrJoin(patterns, ", "),
+        "); rule patterns are searched in tensor names such as '", FirstSelectedName(spec, tensors),
+        "': list them with inspect (python3 -m bonsai inspect MODEL)"));
+  }
+  for (size_t r = 0; r < spec.rules.size(); ++r) {
+    if (!rule_matched[r]) {
+      plan.notes.push_back(absl::StrCat(spec.rules[r].name, " (tensor_regex '",
+                                        spec.rules[r].pattern->pattern(),
+                                        "') took no tensor: it matches no selected tensor "
+                                        "that an earlier rule did not take"));
+    }
+  }
+  if (!heads_left.empty()) {
+    plan.notes.push_back(absl::StrCat(
+        "structured pruning left ", absl::StrJoin(heads_left, ", "),
+        " whole: ", heads_left.size() == 1 ? "its" : "their",
+        " output channels are the model's outputs (classes, tokens), so removing one would "
+        "remove an output. To prune ", heads_left.size() == 1 ? "it" : "them",
+        " anyway, name ", heads_left.size() == 1 ? "it" : "them",
+        " in an include pattern (e.g. --include '", heads_left.front(), "')"));
   }
   return plan;
 }

@@ -60,8 +60,17 @@ struct CompressionPlan {
   // Per model tensor: index into groups, or -1 when left alone.
   std::vector<int> group_of_tensor;
   std::vector<double> sparsity_of_tensor;
+  // For the report: heads left out of structured pruning, rules that matched
+  // nothing.
+  std::vector<std::string> notes;
 };
 
+// INVALID_ARGUMENT when the spec selects no tensor of the model, or when it
+// has rules and none of them matches a selected tensor: a job that would
+// return its input unchanged is a mistake in the selection, and the message
+// names it. Structured pruning leaves out the model's output heads
+// (TensorInfo::output_head) unless an include pattern or an override names
+// them, and says so in `notes`.
 absl::StatusOr<CompressionPlan> PlanCompression(
     const ValidatedSpec& spec, const std::vector<formats::TensorInfo>& tensors);
 

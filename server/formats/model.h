@@ -49,6 +49,12 @@ struct TensorInfo {
   // Conv/ConvTranspose/Gemm/MatMul in ONNX; floating tensors of rank >= 2 that
   // are not embeddings in safetensors.
   bool selected_by_default = false;
+  // Its output channels are the model's outputs (classes, vocabulary): an
+  // ONNX weight whose channels reach a graph output with no other weight
+  // layer between, or a safetensors tensor named as a head. Removing one of
+  // its channels removes an output, so structured pruning leaves it whole
+  // unless an include pattern names it.
+  bool output_head = false;
   std::optional<WeightLayout> layout;
   std::string file;  // the job's file that holds it
 };

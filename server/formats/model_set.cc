@@ -36,6 +36,7 @@ class ShardedSafetensors final : public Model {
         where_.emplace_back(s, t);
       }
     }
+    MarkOutputHeads(infos_);
   }
 
   Format format() const override { return Format::kSafetensors; }

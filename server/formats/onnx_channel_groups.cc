@@ -45,6 +45,15 @@ std::string Describe(const onnx::NodeProto& node) {
                              : absl::StrCat(node.op_type(), " '", node.name(), "'");
 }
 
+// The constant weight of a layer that makes new channels from its input's
+// (Conv, ConvTranspose, Gemm, MatMul with a constant B), or null.
+const onnx::TensorProto* LayerWeight(const GraphIndex& index, const onnx::NodeProto& node) {
+  if (!IsOnnxDomain(node) || node.input_size() < 2 || node.output_size() < 1) return nullptr;
+  const std::string& op = node.op_type();
+  if (op != "Conv" && op != "ConvTranspose" && op != "Gemm" && op != "MatMul") return nullptr;
+  return index.Constant(node.input(1));
+}
+
 // An activation that carries a group's channels. The channel axis is counted
 // from the end because broadcasting aligns shapes from the end.
 struct Carrier {
@@ -78,6 +87,7 @@ class Analyzer {
       Propagate(name);
     }
     CheckMerges();
+    heads_ = WeightsReachingGraphOutputs(index_);
     return Collect();
   }
 
@@ -407,6 +417,17 @@ class Analyzer {
       group.sites = std::move(working.sites);
       group.activations = std::move(working.activations);
       group.depthwise_outputs = std::move(working.depthwise);
+      // Channels may also reach an output through ops not followed here
+      // (Softmax, Reshape): both structured modes leave such groups whole.
+      for (const std::string& weight : group.producer_weights) {
+        auto head = heads_.find(weight);
+        if (head == heads_.end()) continue;
+        std::string reason = absl::StrCat("channels reach graph output '", head->second, "'");
+        if (std::find(working.reasons.begin(), working.reasons.end(), reason) ==
+            working.reasons.end()) {
+          working.reasons.push_back(std::move(reason));
+        }
+      }
       group.left_alone = absl::StrJoin(working.reasons, "; ");
       analysis.groups.push_back(std::move(group));
     }
@@ -421,9 +442,51 @@ class Analyzer {
   std::deque<std::string> queue_;
   std::vector<const onnx::NodeProto*> merges_;
   std::vector<std::string> notes_;
+  absl::flat_hash_map<std::string, std::string> heads_;
 };
 
 }  // namespace
+
+absl::flat_hash_map<std::string, std::string> WeightsReachingGraphOutputs(
+    const GraphIndex& index) {
+  // One pass from the last node to the first (ONNX keeps nodes in
+  // topological order): a value reaches the output it is, or one that a
+  // consumer's output reaches, unless that consumer is a weight layer reading
+  // it as data, which mixes the channels into new ones. Linear in the graph,
+  // whatever its shape. A graph out of order only finds fewer heads.
+  absl::flat_hash_map<std::string, std::string> reaches;
+  const auto& nodes = index.graph().node();
+  for (int n = nodes.size() - 1; n >= 0; --n) {
+    for (const std::string& name : nodes[n].output()) {
+      if (name.empty() || reaches.contains(name)) continue;
+      std::string reached = index.IsGraphOutput(name) ? name : "";
+      for (const Use& use : index.Consumers(name)) {
+        if (!reached.empty()) break;
+        if (use.input == 0 && LayerWeight(index, *use.node) != nullptr) continue;
+        for (const std::string& out : use.node->output()) {
+          auto it = reaches.find(out);
+          if (it != reaches.end() && !it->second.empty()) {
+            reached = it->second;
+            break;
+          }
+        }
+      }
+      reaches.emplace(name, std::move(reached));
+    }
+  }
+  absl::flat_hash_map<std::string, std::string> heads;
+  for (const onnx::NodeProto& node : nodes) {
+    const onnx::TensorProto* weight = LayerWeight(index, node);
+    if (weight == nullptr) continue;
+    for (const std::string& name : node.output()) {
+      auto it = reaches.find(name);
+      if (it == reaches.end() || it->second.empty()) continue;
+      heads.try_emplace(weight->name().empty() ? node.input(1) : weight->name(), it->second);
+      break;
+    }
+  }
+  return heads;
+}
 
 ChannelAnalysis AnalyzeChannels(const GraphIndex& index, const ShapeMap& shapes) {
   return Analyzer(index, shapes).Run();

@@ -47,6 +47,14 @@ struct ChannelAnalysis {
   std::vector<std::string> notes;
 };
 
+// Weights of Conv, ConvTranspose, Gemm and MatMul whose output channels
+// reach a graph output with no other such weight layer on the way (any other
+// op may lie between: Softmax, Reshape, Add, ...), each with the output it
+// reaches. Removing one of their channels removes an output, e.g. a class.
+// Both structured modes leave them whole by default.
+absl::flat_hash_map<std::string, std::string> WeightsReachingGraphOutputs(
+    const GraphIndex& index);
+
 // Reads the graph, never changes it. `shapes` may be empty; ranks and sizes
 // it knows let more ops be followed (Flatten after a global pool, a MatMul
 // feeding a Conv).

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "server/formats/onnx_channel_groups.h"
 #include "server/formats/onnx_sparse.h"
 #include "server/formats/onnx_tensor_data.h"
 
@@ -86,6 +87,8 @@ absl::Status OnnxModel::Reindex() {
   refs_ = CollectOnnxTensors(*proto_->mutable_graph());
   external_.clear();
   const OnnxUses uses = CollectOnnxUses(proto_->graph());
+  const channels::GraphIndex graph_index(*proto_->mutable_graph());
+  const auto heads = channels::WeightsReachingGraphOutputs(graph_index);
   infos_.clear();
   infos_.reserve(refs_.size());
   for (const OnnxTensorRef& ref : refs_) {
@@ -108,6 +111,7 @@ absl::Status OnnxModel::Reindex() {
     }
     external_.push_back(where);
     ClassifyOnnxTensor(uses, info);
+    info.output_head = heads.contains(info.name);
     infos_.push_back(std::move(info));
   }
   hints_.assign(infos_.size(), PackingHint{});

@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "server/formats/safetensors_packing.h"
 
 namespace bonsai::formats {
@@ -44,6 +45,36 @@ bool IsEmbeddingName(std::string_view name) {
   return false;
 }
 
+void MarkOutputHeads(std::vector<TensorInfo>& tensors) {
+  static constexpr std::string_view kHeadNames[] = {"lm_head", "classifier", "score", "head"};
+  bool named = false;
+  for (TensorInfo& info : tensors) {
+    info.output_head = false;
+    if (!info.layout) continue;
+    for (absl::string_view component : absl::StrSplit(info.name, '.')) {
+      const std::string_view part(component.data(), component.size());
+      if (std::find(std::begin(kHeadNames), std::end(kHeadNames), part) !=
+          std::end(kHeadNames)) {
+        info.output_head = true;
+      }
+    }
+    named |= info.output_head;
+  }
+  if (named) return;
+  // No head by name: the last weight matrix in the index's order, which is
+  // the output layer of a plain network saved from PyTorch (fc1, fc2, fc3).
+  // A lone weight is no network with a head: it is what the job is for.
+  const auto layers = std::count_if(tensors.begin(), tensors.end(),
+                                    [](const TensorInfo& info) { return info.selected_by_default; });
+  if (layers < 2) return;
+  for (auto it = tensors.rbegin(); it != tensors.rend(); ++it) {
+    if (it->selected_by_default) {
+      it->output_head = true;
+      return;
+    }
+  }
+}
+
 absl::StatusOr<std::unique_ptr<SafetensorsModel>> SafetensorsModel::Open(InputFile input) {
   char first8[8];
   if (input.size() < 8) return SafetensorsHeaderLength("", input.size()).status();
@@ -66,6 +97,7 @@ SafetensorsModel::SafetensorsModel(InputFile input, SafetensorsHeader header)
   for (const SafetensorsEntry& entry : header_.entries) {
     infos_.push_back(InfoOf(entry, input_.name()));
   }
+  MarkOutputHeads(infos_);
   hints_.resize(infos_.size());
   held_.resize(infos_.size());
   for (const SafetensorsEntry& entry : header_.entries) {

@@ -27,6 +27,12 @@ namespace bonsai::formats {
 // word_embeddings, tok_embeddings, ...), "wte", "wpe" or "lm_head".
 bool IsEmbeddingName(std::string_view name);
 
+// Sets TensorInfo::output_head over one model's tensors (all shards, in the
+// index's order): weights with a name component lm_head, classifier, score
+// or head; when none has one and there are several, the last tensor selected
+// by default.
+void MarkOutputHeads(std::vector<TensorInfo>& tensors);
+
 class SafetensorsModel final : public Model {
  public:
   // Reads and validates the header (waiting for its bytes).

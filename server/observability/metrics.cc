@@ -1,5 +1,7 @@
 #include "server/observability/metrics.h"
 
+#include <atomic>
+
 #include <array>
 #include <exception>
 #include <memory>
@@ -154,6 +156,12 @@ const std::shared_ptr<prometheus::Registry>& MetricsRegistry() {
   return *registry;
 }
 
+namespace {
+std::atomic<int> bound_metrics_port{0};
+}  // namespace
+
+int BoundMetricsPort() { return bound_metrics_port.load(); }
+
 absl::Status StartMetricsEndpoint(const std::string& listen, int workers) {
   Get().workers.Set(workers);
   if (listen.empty()) return absl::OkStatus();
@@ -168,6 +176,8 @@ absl::Status StartMetricsEndpoint(const std::string& listen, int workers) {
   }
   exposer->RegisterCollectable(MetricsRegistry());
   exposer->RegisterCollectable(process);
+  const std::vector<int> ports = exposer->GetListeningPorts();
+  if (!ports.empty()) bound_metrics_port.store(ports.front());
   return absl::OkStatus();
 }
 

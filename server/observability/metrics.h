@@ -19,6 +19,8 @@ enum class JobStage { kQueueWait, kReceive, kParse, kCompress, kSerialize, kSend
 // Starts the /metrics HTTP endpoint on `listen` ("0.0.0.0:9464"); an empty
 // string leaves metrics collected but not served (tests).
 absl::Status StartMetricsEndpoint(const std::string& listen, int workers);
+// The port the metrics endpoint bound (the one chosen for ":0"); 0 when off.
+int BoundMetricsPort();
 
 void RecordJob(std::string_view method, std::string_view format, JobOutcome outcome);
 void RecordStageSeconds(JobStage stage, double seconds);

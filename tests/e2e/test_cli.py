@@ -27,7 +27,8 @@ def test_cli_compress_writes_model_report_table_and_report_json(server, mlp, mlp
     src, out, report = tmp_path / "mlp.onnx", tmp_path / "pruned.onnx", tmp_path / "report.json"
     src.write_bytes(mlp_onnx)
     proc = run_cli("compress", str(src), "-o", str(out), "--method", "magnitude", "--sparsity", "0.5",
-                   "--scope", "global", "--exclude", "fc3", "--report-json", str(report), target=server.target)
+                   "--scope", "global", "--exclude", "fc3", "--report-json", str(report), "--progress",
+                   target=server.target)
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 0
     data = json.loads(report.read_text())
@@ -37,7 +38,7 @@ def test_cli_compress_writes_model_report_table_and_report_json(server, mlp, mlp
     assert [(f["name"], f["role"]) for f in data["files"]] == [("mlp.onnx", "model")]
     assert len(data["files"][0]["sha256"]) == 64 and "prunable_params" in data["totals"]
     assert "tensor" in proc.stdout and "fc1.weight" in proc.stdout and "sparsity" in proc.stdout
-    assert "upload" in proc.stderr  # progress bars go to stderr
+    assert "upload" in proc.stderr  # progress bars go to stderr (--progress: it is a pipe here)
 
 
 def test_cli_target_flag_overrides_environment(server, mlp_safetensors, tmp_path):

@@ -5,9 +5,11 @@ import json
 import struct
 import subprocess
 
+import grpc
 import numpy as np
 import pytest
 
+import bonsai
 from bonsai import safetensors_io
 from expect import smallest_k_mask
 
@@ -76,11 +78,14 @@ def test_empty_and_integer_tensors_pass_through(client):
     assert int((out["w.weight"] == 0).sum()) == 32
 
 
-def test_model_with_nothing_to_prune_still_succeeds(client):
+def test_model_with_nothing_to_prune_is_invalid_argument_saying_so(strict_client):
+    # Issue 10: a job that would return its input unchanged is a selection
+    # mistake, refused with the selection it had.
     tensors = {"bias": np.ones(16, np.float32)}
-    result = client.compress(safetensors_io.dumps(tensors), sparsity=0.5)
-    np.testing.assert_array_equal(safetensors_io.loads(result.model)["bias"], tensors["bias"])
-    assert result.report.totals.prunable_params == 0
+    with pytest.raises(bonsai.BonsaiError) as info:
+        strict_client.compress(safetensors_io.dumps(tensors), sparsity=0.5)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no tensor of the model is selected (0 of 1 tensors selected by default)" in info.value.message
 
 
 def test_report_totals_and_timings_are_filled(client, cnn_onnx):

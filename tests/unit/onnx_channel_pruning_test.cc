@@ -10,6 +10,7 @@
 #include "onnx/checker.h"
 #include "onnx/shape_inference/implementation.h"
 #include "server/formats/onnx_channel_graph.h"
+#include "server/formats/onnx_channel_groups.h"
 #include "tests/unit/onnx_tiny_interpreter.h"
 
 namespace bonsai::formats {
@@ -672,6 +673,69 @@ TEST(OnnxChannelPruning, SerializedModelShrinksWithItsParameters) {
   const size_t after = b.model().SerializeAsString().size();
   const double expected = double(result->params_after) / result->params_before;
   EXPECT_NEAR(double(after) / before, expected, 0.01);
+}
+
+}  // namespace
+}  // namespace bonsai::formats
+
+namespace bonsai::formats {
+namespace {
+
+// Mask mode asks the same question: whose output channels are the outputs.
+TEST(OnnxOutputHeads, WeightsReachingAnOutputThroughAnyOpButAnotherLayerAreHeads) {
+  GraphBuilder g;
+  g.Input("x", {1, 8}).Output("probs", {1, 4});
+  g.Weight("w1", {8, 6}, 1).Weight("w2", {6, 4}, 2);
+  g.Node("MatMul", {"x", "w1"}, {"h"});
+  g.Node("Relu", {"h"}, {"a"});
+  g.Node("MatMul", {"a", "w2"}, {"logits"});
+  g.Node("Softmax", {"logits"}, {"probs"});
+  channels::GraphIndex index(*g.model().mutable_graph());
+  const auto heads = channels::WeightsReachingGraphOutputs(index);
+  ASSERT_EQ(heads.size(), 1u);
+  EXPECT_EQ(heads.at("w2"), "probs");
+
+  // Physical mode leaves the head's group whole for the same reason.
+  ChannelPruningOptions options;
+  options.fraction = 0.5;
+  auto result = PruneChannelsPhysically(g.model(), options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->groups.size(), 1u);
+  EXPECT_EQ(result->groups[0].producer_weights, std::vector<std::string>{"w1"});
+  EXPECT_THAT(::testing::PrintToString(result->notes), HasSubstr("channels reach graph output 'probs'"));
+}
+
+TEST(OnnxOutputHeads, AHiddenLayerThatIsAlsoAnOutputIsAHead) {
+  GraphBuilder g;
+  g.Input("x", {1, 8}).Output("y", {1, 4}).Output("h", {1, 6});
+  g.Weight("w1", {8, 6}, 1).Weight("w2", {6, 4}, 2);
+  g.Node("MatMul", {"x", "w1"}, {"h"});
+  g.Node("MatMul", {"h", "w2"}, {"y"});
+  channels::GraphIndex index(*g.model().mutable_graph());
+  const auto heads = channels::WeightsReachingGraphOutputs(index);
+  EXPECT_EQ(heads.size(), 2u);
+  EXPECT_TRUE(heads.contains("w1") && heads.contains("w2"));
+}
+
+// One pass over the graph: a deep stack answers like a shallow one.
+TEST(OnnxOutputHeads, InADeepStackOnlyTheLastLayerAndWhatBypassesTheRestAreHeads) {
+  GraphBuilder g;
+  constexpr int kLayers = 3000;
+  g.Input("x0", {1, 4}).Output("y", {1, 4});
+  std::string x = "x0";
+  for (int i = 0; i < kLayers; ++i) {
+    const std::string w = "w" + std::to_string(i), h = "h" + std::to_string(i);
+    g.Weight(w, {4, 4}, i);
+    g.Node("MatMul", {x, w}, {h});
+    x = h;
+  }
+  // A skip connection from the first layer to the output, past all others.
+  g.Node("Add", {x, "h0"}, {"y"});
+  channels::GraphIndex index(*g.model().mutable_graph());
+  const auto heads = channels::WeightsReachingGraphOutputs(index);
+  EXPECT_EQ(heads.size(), 2u);
+  EXPECT_TRUE(heads.contains("w0"));
+  EXPECT_TRUE(heads.contains("w" + std::to_string(kLayers - 1)));
 }
 
 }  // namespace

@@ -8,9 +8,10 @@
 """
 from bonsai.client import Client, channel_options
 from bonsai.errors import BonsaiError, IntegrityError
+from bonsai.recipes import RecipeError
 from bonsai.results import CompressResult, to_dict
 from bonsai.retry import NO_RETRY, RetryPolicy
 
 __version__ = "0.1.0"
-__all__ = ["Client", "CompressResult", "BonsaiError", "IntegrityError", "RetryPolicy", "NO_RETRY",
+__all__ = ["Client", "CompressResult", "BonsaiError", "IntegrityError", "RecipeError", "RetryPolicy", "NO_RETRY",
            "to_dict", "channel_options", "__version__"]

@@ -9,6 +9,7 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import grpc
 
+from bonsai import recipes
 from bonsai import spec as specs
 from bonsai import tls
 from bonsai.errors import BonsaiError, from_rpc_error
@@ -173,8 +174,8 @@ class Client:
         self,
         model: ModelInput,
         *,
-        method: str = "magnitude",
-        sparsity: float = 0.5,
+        method: Optional[str] = None,
+        sparsity: Optional[float] = None,
         scope: str = "layer",
         include: Iterable[str] = (),
         exclude: Iterable[str] = (),
@@ -182,6 +183,7 @@ class Client:
         overrides: Optional[Mapping[str, float]] = None,
         options=None,
         rules: Iterable = (),
+        recipe=None,
         output: str = "dense",
         calibration: Optional[ModelInput] = None,
         progress: Optional[Callable[[pb.Progress], None]] = None,
@@ -202,6 +204,12 @@ class Client:
         file's SHA-256 matches the final report. Without it, the result holds
         the bytes (`model` for one file, `files` by name for several).
 
+        `method` and `sparsity` (default magnitude, 0.5) apply to every
+        selected tensor; `rules` (dicts or Rule messages, or a JSON/YAML file
+        via `bonsai.recipes.load_rules`) or `recipe` (an llm-compressor
+        recipe: a YAML path, text or mapping) give a method per pattern
+        instead, and then method and sparsity stay unset.
+
         `progress` receives the server's Progress messages; `upload_progress`
         (bytes sent so far, total) and `download_progress` (bytes received,
         total in) are for byte counters such as bars.
@@ -213,6 +221,15 @@ class Client:
         `shard_progress` receives (jobs done, jobs) as each one ends; the
         result is then a bonsai.parallel.ParallelResult.
         """
+        if recipe is not None:
+            if rules:
+                raise ValueError("give rules or recipe, not both")
+            rules = recipes.from_llmcompressor(recipe)
+        rules = list(rules or ())
+        if method is None:
+            method = "" if rules else "magnitude"
+        if sparsity is None:
+            sparsity = 0.0 if rules else 0.5
         if parallel is None:
             from bonsai import parallel as parallel_jobs
             parallel = parallel_jobs.worth_spreading(self.targets, model)

@@ -78,6 +78,20 @@ def collect(model: ModelInput) -> List[ModelFile]:
     return [ModelFile("model", source)]
 
 
+def _check_parent(path: str, what: str) -> None:
+    """The folders that will hold `path` exist or can be made (missing ones
+    are created, and removed again if the job fails); the error names the
+    user's path, not a temporary file written beside it."""
+    parent = os.path.dirname(os.path.abspath(path))
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(f"{what} {parent} cannot be made: {existing} is a file (for {path})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write into {existing} (for {path}): permission denied")
+
+
 def output_paths(files: List[ModelFile], model: ModelInput, output_path) -> Optional[List[str]]:
     """Where each output file goes, or None to keep the output in memory.
 
@@ -90,9 +104,11 @@ def output_paths(files: List[ModelFile], model: ModelInput, output_path) -> Opti
     if isinstance(model, (str, os.PathLike)) and os.path.isdir(os.fspath(model)):
         if os.path.exists(out) and not os.path.isdir(out):
             raise NotADirectoryError(f"the model is a folder, so the output must be one too: {out} is a file")
+        _check_parent(out, "the output folder's parent")
         return [os.path.join(out, *f.name.split("/")) for f in files]
-    if os.path.isdir(out):
+    if os.path.isdir(out) or out.endswith(("/", os.sep)):
         raise IsADirectoryError(f"the model is a file, so the output must be a file path: {out} is a folder")
+    _check_parent(out, "the output's folder")
     folder = os.path.dirname(os.path.abspath(out))
     paths = [out] + [os.path.join(folder, *f.name.split("/")) for f in files[1:]]
     # The .onnx names its data files, so they keep their names beside the

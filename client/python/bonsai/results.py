@@ -84,8 +84,12 @@ class _FileHash:
         self.tmp_name = None
         if path is not None:
             directory = os.path.dirname(os.path.abspath(path))
-            _make_dirs(directory, created_dirs)
-            fd, self.tmp_name = tempfile.mkstemp(prefix=".bonsai-", suffix=".part", dir=directory)
+            try:
+                _make_dirs(directory, created_dirs)
+                fd, self.tmp_name = tempfile.mkstemp(prefix=".bonsai-", suffix=".part", dir=directory)
+            except OSError as err:
+                # Name the user's path, not the temporary file beside it.
+                raise type(err)(err.errno, f"cannot write {path}: {err.strerror}") from err
             self.file = os.fdopen(fd, "wb")
 
 
