@@ -110,12 +110,10 @@ INSTANTIATE_TEST_SUITE_P(
         PlanCase{"rules only see selected tensors",
                  R"(exclude: "layers\\.1" rules { tensor_regex: "weight" method: "magnitude" sparsity: 0.5 })",
                  "layers.0.attn.q.weight=rule[0]@0.5 layers.0.mlp.up.weight=rule[0]@0.5 lm_head.weight=rule[0]@0.5"},
-        PlanCase{"an overridden tensor no rule matches falls back to the job's method",
-                 R"(method: "magnitude" sparsity: 0.5
-                    rules { tensor_regex: "mlp" method: "magnitude" sparsity: 0.7 name: "mlp" }
-                    sparsity_overrides { key: "lm_head.weight" value: 0.25 })",
-                 "layers.0.mlp.up.weight=mlp@0.7 layers.1.mlp.up.weight=mlp@0.7 "
-                 "lm_head.weight=job@0.25"}),
+        PlanCase{"an override on a rule's tensor keeps the rule's method at its own sparsity",
+                 R"(rules { tensor_regex: "mlp" method: "magnitude" sparsity: 0.7 name: "mlp" }
+                    sparsity_overrides { key: "layers.1.mlp.up.weight" value: 0.25 })",
+                 "layers.0.mlp.up.weight=mlp@0.7 layers.1.mlp.up.weight=mlp@0.25"}),
     [](const ::testing::TestParamInfo<PlanCase>& info) { return absl::StrCat("case", info.index); });
 
 struct RefusalCase {
@@ -160,7 +158,14 @@ INSTANTIATE_TEST_SUITE_P(
                     "which the model does not have"},
         RefusalCase{"an override naming an integer tensor",
                     R"(method: "magnitude" sparsity: 0.5 sparsity_overrides { key: "step" value: 0.5 })",
-                    "not floating point"}),
+                    "not floating point"},
+        RefusalCase{"a method together with rules",
+                    R"(method: "magnitude" rules { tensor_regex: "mlp" method: "magnitude" sparsity: 0.7 })",
+                    "gives both method 'magnitude' and 1 rules"},
+        RefusalCase{"an override on a tensor no rule matches",
+                    R"(rules { tensor_regex: "mlp" method: "magnitude" sparsity: 0.7 }
+                       sparsity_overrides { key: "lm_head.weight" value: 0.25 })",
+                    "which no rule matches"}),
     [](const ::testing::TestParamInfo<RefusalCase>& info) { return absl::StrCat("case", info.index); });
 
 }  // namespace
