@@ -12,8 +12,8 @@ grpc::ServerBidiReactor<v1::CompressRequest, v1::CompressResponse>* CompressorSe
 }
 
 grpc::ServerReadReactor<v1::InspectRequest>* CompressorService::Inspect(
-    grpc::CallbackServerContext*, v1::InspectResponse* response) {
-  return InspectReactor::Start(context_, response);
+    grpc::CallbackServerContext* context, v1::InspectResponse* response) {
+  return InspectReactor::Start(context_, context, response);
 }
 
 grpc::ServerUnaryReactor* CompressorService::GetCapabilities(

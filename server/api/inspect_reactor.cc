@@ -7,16 +7,19 @@
 namespace bonsai::api {
 
 InspectReactor* InspectReactor::Start(const ServiceContext& context,
+                                      grpc::CallbackServerContext* call,
                                       v1::InspectResponse* response) {
-  std::shared_ptr<InspectReactor> reactor(new InspectReactor(context, response));
+  std::shared_ptr<InspectReactor> reactor(new InspectReactor(context, call, response));
   reactor->self_ = reactor;
   context.calls->Add(reactor);
   reactor->StartRead(&reactor->request_);
   return reactor.get();
 }
 
-InspectReactor::InspectReactor(const ServiceContext& context, v1::InspectResponse* response)
+InspectReactor::InspectReactor(const ServiceContext& context, grpc::CallbackServerContext* call,
+                               v1::InspectResponse* response)
     : context_(context),
+      call_(call),
       response_(response),
       uploads_(context_.options) {}
 
@@ -36,6 +39,7 @@ void InspectReactor::OnReadDone(bool ok) {
       FinishOnce(complete);
       return;
     }
+    stage_.UploadComplete();
     context_.scheduler->Run([self = shared_from_this()] { self->RunJob(); });
     return;
   }
@@ -60,9 +64,11 @@ absl::Status InspectReactor::HandleRequest() {
           !status.ok()) {
         return status;
       }
-      auto slot = AdmitCall(*context_.scheduler);
+      auto slot = AdmitCall(*context_.scheduler, *context_.peers, PeerAddress(call_->peer()));
       if (!slot.ok()) return slot.status();
       slot_ = std::move(*slot);
+      stage_.Admitted();
+      ArmJobDeadline(context_, shared_from_this());
       return absl::OkStatus();
     }
     case v1::InspectRequest::kFileChunk: {
@@ -81,7 +87,13 @@ absl::Status InspectReactor::HandleRequest() {
 void InspectReactor::RunJob() {
   if (cancel_.cancelled()) return FinishOnce(absl::CancelledError("the call was cancelled"));
   const formats::WaitPolicy wait = uploads_.Wait([this] { return cancel_.cancelled(); });
-  auto result = Guarded([&] { return engine::RunInspectJob(spec_, uploads_.InputFiles(wait), cancel_); });
+  auto result = [&] {
+    auto computing = stage_.Computing();
+    return Guarded([&] { return engine::RunInspectJob(spec_, uploads_.InputFiles(wait), cancel_); });
+  }();
+  // The work is over: the slot goes back before the client sees the answer.
+  slot_.reset();
+  stage_.WorkDone();
   {
     // gRPC owns response_ only until the call ends: write it while holding
     // the flag that says the call has not ended.
@@ -115,6 +127,7 @@ void InspectReactor::Abort(const absl::Status& status) {
 
 void InspectReactor::OnDone() {
   context_.calls->Remove(this);
+  context_.deadlines->Forget(this);
   self_.reset();  // may delete this: nothing may follow
 }
 
