@@ -10,7 +10,7 @@ FUZZ_DIR          ?= build-fuzz
 FUZZ_SECONDS      ?= 600
 FUZZ_TEST_SECONDS ?= 25
 
-.PHONY: deps build stubs run test unit-test e2e-test fuzz-build fuzz fuzz-test bench image-test clean
+.PHONY: deps build stubs run test unit-test e2e-test fuzz-build fuzz fuzz-test bench soak image-test clean
 
 deps:
 	bash deploy/install-deps.sh
@@ -60,6 +60,14 @@ test: unit-test e2e-test fuzz-test
 bench: build
 	BONSAI_SERVER=$(abspath $(SERVER)) PYTHONPATH=$(CURDIR)/client/python \
 	  $(PYTHON) bench/run_all.py --build-dir $(BUILD_DIR)
+
+# The load-and-fault suite (bench/soak.py): 50 clients for 10 minutes with
+# cancels, vanishing, stalling and hostile clients; never in `make test`.
+# SOAK_ARGS="--clients 8 --minutes 1 --max-size-mib 16" for a short run.
+SOAK_ARGS ?=
+soak: build
+	BONSAI_SERVER=$(abspath $(SERVER)) PYTHONPATH=$(CURDIR)/client/python \
+	  $(PYTHON) bench/soak.py --json $(BUILD_DIR)/soak-results.json $(SOAK_ARGS)
 
 # Builds the Dockerfile with buildah and exercises the image (root; see the script).
 image-test:

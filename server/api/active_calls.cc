@@ -24,6 +24,22 @@ void ActiveCalls::AbortAll(const absl::Status& status) {
   for (auto& call : alive) call->Abort(status);
 }
 
+observability::AdmittedJobCounts ActiveCalls::CountByStage() const {
+  std::vector<std::shared_ptr<AbortableCall>> alive;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, weak] : calls_) {
+      if (auto call = weak.lock()) alive.push_back(std::move(call));
+    }
+  }
+  // Outside the lock: dropping the last reference may delete a call.
+  observability::AdmittedJobCounts counts{};
+  for (const auto& call : alive) {
+    if (auto stage = call->stage()) ++counts[static_cast<size_t>(*stage)];
+  }
+  return counts;
+}
+
 size_t ActiveCalls::size() const {
   absl::MutexLock lock(&mu_);
   return calls_.size();

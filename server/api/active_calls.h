@@ -4,11 +4,13 @@
 #define BONSAI_SERVER_API_ACTIVE_CALLS_H_
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "server/observability/metrics.h"
 
 namespace bonsai::api {
 
@@ -17,6 +19,8 @@ class AbortableCall {
   virtual ~AbortableCall() = default;
   // Cancels the call's job and finishes the call with `status`.
   virtual void Abort(const absl::Status& status) = 0;
+  // Where the call's job is; nullopt until it is admitted.
+  virtual std::optional<observability::AdmittedStage> stage() const = 0;
 };
 
 class ActiveCalls {
@@ -24,6 +28,8 @@ class ActiveCalls {
   void Add(const std::shared_ptr<AbortableCall>& call);
   void Remove(const AbortableCall* call);
   void AbortAll(const absl::Status& status);
+  // Admitted jobs by stage, indexed by observability::AdmittedStage.
+  observability::AdmittedJobCounts CountByStage() const;
   size_t size() const;
 
  private:

@@ -1,16 +1,50 @@
 #include "server/api/admission.h"
 
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "server/observability/metrics.h"
 
 namespace bonsai::api {
 
-absl::StatusOr<std::unique_ptr<engine::JobSlot>> AdmitCall(engine::JobScheduler& scheduler) {
+absl::StatusOr<std::unique_ptr<AdmittedJob>> AdmitCall(engine::JobScheduler& scheduler,
+                                                       PeerLimits& peers,
+                                                       const std::string& peer_address) {
+  // A draining server says so first: the client retries elsewhere at once,
+  // whatever its own count here.
+  if (scheduler.closed()) {
+    observability::RecordRejected("shutting_down");
+    return absl::UnavailableError(
+        "the server is shutting down and takes no new jobs; retry on another replica");
+  }
+  // The peer's place first, so that a client over its cap never holds a
+  // server slot, even for a moment, that another client could have had.
+  auto job = std::make_unique<AdmittedJob>();
+  auto peer = peers.Admit(peer_address);
+  if (!peer.ok()) {
+    observability::RecordRejected("peer_limit");
+    return peer.status();
+  }
+  job->peer = *std::move(peer);
   auto slot = scheduler.Admit();
   if (!slot.ok()) {
     observability::RecordRejected(absl::IsUnavailable(slot.status()) ? "shutting_down"
                                                                      : "queue_full");
+    return slot.status();
   }
-  return slot;
+  job->slot = *std::move(slot);
+  return job;
+}
+
+void ArmJobDeadline(const ServiceContext& context, const std::shared_ptr<AbortableCall>& call) {
+  const double seconds = context.options.max_job_seconds;
+  if (seconds <= 0 || context.deadlines == nullptr) return;
+  context.deadlines->AbortAt(
+      call, absl::Now() + absl::Seconds(seconds),
+      absl::DeadlineExceededError(absl::StrCat(
+          "the job ran longer than this server's limit of ", seconds,
+          " s from admission to its last byte (--max_job_seconds); send the upload at once and "
+          "read the output as it comes, split the model into smaller jobs, or use a server with "
+          "a larger limit")));
 }
 
 }  // namespace bonsai::api

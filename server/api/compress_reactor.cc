@@ -37,7 +37,8 @@ CompressReactor::CompressReactor(const ServiceContext& context,
       call_(call),
       uploads_(context_.options),
       job_id_(observability::NextJobId()),
-      peer_(call->peer()) {}
+      peer_(call->peer()),
+      cores_(context_.scheduler, &stage_) {}
 
 void CompressReactor::OnReadDone(bool ok) {
   {
@@ -114,9 +115,11 @@ absl::Status CompressReactor::HandleSpec(const v1::CompressionSpec& spec) {
       !status.ok()) {
     return status;
   }
-  auto slot = AdmitCall(*context_.scheduler);
+  auto slot = AdmitCall(*context_.scheduler, *context_.peers, PeerAddress(call_->peer()));
   if (!slot.ok()) return slot.status();
   slot_ = std::move(*slot);
+  stage_.Admitted();
+  ArmJobDeadline(context_, shared_from_this());
   phase_ = Phase::kReceiving;
   receive_start_ = last_receive_progress_ = Clock::now();
   QueueProgress(v1::STAGE_RECEIVING, 0.0, "");
@@ -189,7 +192,9 @@ void CompressReactor::EndUpload() {
   if (absl::Status complete = uploads_.Complete(); !complete.ok()) {
     cancel_.Cancel();
     FinishWith(complete);
+    return;
   }
+  stage_.UploadComplete();
 }
 
 void CompressReactor::RunJob() {
@@ -206,7 +211,7 @@ void CompressReactor::RunJob() {
   input.calibration = uploads_.Calibration(wait);
   input.output = output_.get();
   input.memory = context_.memory;
-  input.cores = context_.scheduler;
+  input.cores = &cores_;
   if (spec_->proto.exchange_global_cuts()) input.exchange = this;
   input.queue_seconds = queue_seconds;
   auto result = Guarded([&] {
@@ -250,6 +255,7 @@ void CompressReactor::CompleteJob(absl::StatusOr<v1::CompressionReport> result) 
   // once is never refused by its own previous one. (The output still
   // streams from the spool, whose room the upload keeps until the call ends.)
   slot_.reset();
+  stage_.WorkDone();
   {
     absl::MutexLock lock(&mu_);
     if (finish_called_ || final_status_) return;
@@ -395,6 +401,7 @@ void CompressReactor::Abort(const absl::Status& status) {
 
 void CompressReactor::OnDone() {
   context_.calls->Remove(this);
+  context_.deadlines->Forget(this);
   {
     // Counted here, not at Finish: a client that vanished mid-upload shows
     // up as a short upload (OnReadDone) before OnCancel says why, and only

@@ -23,6 +23,8 @@
 #include "absl/synchronization/mutex.h"
 #include "bonsai/v1/compressor.grpc.pb.h"
 #include "server/api/active_calls.h"
+#include "server/api/admission.h"
+#include "server/api/job_stage.h"
 #include "server/api/service_context.h"
 #include "server/api/upload_files.h"
 #include "server/engine/cancellation.h"
@@ -48,6 +50,7 @@ class CompressReactor
   void Abort(const absl::Status& status) override;
   // On the job's worker: sends a summary, waits for the client's decision.
   absl::StatusOr<v1::GlobalDecision> Exchange(v1::GlobalSummary summary) override;
+  std::optional<observability::AdmittedStage> stage() const override { return stage_.stage(); }
 
  private:
   CompressReactor(const ServiceContext& context, grpc::CallbackServerContext* call);
@@ -80,7 +83,9 @@ class CompressReactor
   UploadFiles uploads_;
   // Set by the spec (reading side), released by the job when it completes;
   // never touched by both at once (the job starts after the spec).
-  std::unique_ptr<engine::JobSlot> slot_;
+  std::unique_ptr<AdmittedJob> slot_;
+  JobStage stage_;
+  StageCountingCores cores_;  // the scheduler's cores, counted in stage_
   Clock::time_point receive_start_;
   Clock::time_point last_receive_progress_;
   std::atomic<double> receive_seconds_{0};

@@ -20,6 +20,7 @@ InspectReactor* InspectReactor::Start(const ServiceContext& context,
 InspectReactor::InspectReactor(const ServiceContext& context, grpc::CallbackServerContext* call,
                                v1::InspectResponse* response)
     : context_(context),
+      call_(call),
       response_(response),
       uploads_(context_.options),
       job_id_(observability::NextJobId()),
@@ -41,6 +42,7 @@ void InspectReactor::OnReadDone(bool ok) {
       FinishOnce(complete);
       return;
     }
+    stage_.UploadComplete();
     context_.scheduler->Run([self = shared_from_this()] { self->RunJob(); });
     return;
   }
@@ -65,9 +67,11 @@ absl::Status InspectReactor::HandleRequest() {
           !status.ok()) {
         return status;
       }
-      auto slot = AdmitCall(*context_.scheduler);
+      auto slot = AdmitCall(*context_.scheduler, *context_.peers, PeerAddress(call_->peer()));
       if (!slot.ok()) return slot.status();
       slot_ = std::move(*slot);
+      stage_.Admitted();
+      ArmJobDeadline(context_, shared_from_this());
       return absl::OkStatus();
     }
     case v1::InspectRequest::kFileChunk: {
@@ -86,7 +90,13 @@ absl::Status InspectReactor::HandleRequest() {
 void InspectReactor::RunJob() {
   if (cancel_.cancelled()) return FinishOnce(absl::CancelledError("the call was cancelled"));
   const formats::WaitPolicy wait = uploads_.Wait([this] { return cancel_.cancelled(); });
-  auto result = Guarded([&] { return engine::RunInspectJob(spec_, uploads_.InputFiles(wait), cancel_); });
+  auto result = [&] {
+    auto computing = stage_.Computing();
+    return Guarded([&] { return engine::RunInspectJob(spec_, uploads_.InputFiles(wait), cancel_); });
+  }();
+  // The work is over: the slot goes back before the client sees the answer.
+  slot_.reset();
+  stage_.WorkDone();
   {
     // gRPC owns response_ only until the call ends: write it while holding
     // the flag that says the call has not ended.
@@ -132,6 +142,7 @@ void InspectReactor::OnDone() {
          std::chrono::duration<double>(std::chrono::steady_clock::now() - call_start_).count(),
          sent_status_});
   }
+  context_.deadlines->Forget(this);
   self_.reset();  // may delete this: nothing may follow
 }
 

@@ -14,6 +14,8 @@
 #include "absl/synchronization/mutex.h"
 #include "bonsai/v1/compressor.grpc.pb.h"
 #include "server/api/active_calls.h"
+#include "server/api/admission.h"
+#include "server/api/job_stage.h"
 #include "server/api/service_context.h"
 #include "server/api/upload_files.h"
 #include "server/engine/cancellation.h"
@@ -31,6 +33,7 @@ class InspectReactor : public grpc::ServerReadReactor<v1::InspectRequest>,
   void OnCancel() override;
   void OnDone() override;
   void Abort(const absl::Status& status) override;
+  std::optional<observability::AdmittedStage> stage() const override { return stage_.stage(); }
 
  private:
   InspectReactor(const ServiceContext& context, grpc::CallbackServerContext* call,
@@ -40,6 +43,7 @@ class InspectReactor : public grpc::ServerReadReactor<v1::InspectRequest>,
   void FinishOnce(const absl::Status& status);
 
   ServiceContext context_;
+  grpc::CallbackServerContext* call_;
   v1::InspectResponse* response_;
   std::shared_ptr<InspectReactor> self_;
   engine::CancellationToken cancel_;
@@ -47,7 +51,8 @@ class InspectReactor : public grpc::ServerReadReactor<v1::InspectRequest>,
   bool have_spec_ = false;
   v1::InspectSpec spec_;
   UploadFiles uploads_;
-  std::unique_ptr<engine::JobSlot> slot_;
+  std::unique_ptr<AdmittedJob> slot_;
+  JobStage stage_;
 
   absl::Mutex mu_;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

@@ -4,6 +4,8 @@
 #define BONSAI_SERVER_API_SERVICE_CONTEXT_H_
 
 #include "server/api/active_calls.h"
+#include "server/api/call_deadlines.h"
+#include "server/api/peer_limits.h"
 #include "server/api/service_options.h"
 #include "server/storage/byte_budget.h"
 #include "server/engine/job_scheduler.h"
@@ -14,6 +16,8 @@ struct ServiceContext {
   engine::JobScheduler* scheduler = nullptr;
   ServiceOptions options;
   ActiveCalls* calls = nullptr;
+  PeerLimits* peers = nullptr;          // --max_jobs_per_peer
+  CallDeadlines* deadlines = nullptr;   // --max_job_seconds
   storage::ByteBudget* spool = nullptr;   // disk: uploads and outputs
   storage::ByteBudget* memory = nullptr;  // working memory of running jobs
 };

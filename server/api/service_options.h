@@ -16,6 +16,8 @@ struct ServiceOptions {
   std::string spool_dir = "/tmp";          // uploads and outputs, unlinked files
   // No byte of an upload for this long ends the job (a stalled client).
   double receive_idle_timeout_seconds = 60;
+  // A whole job, from admission to its last byte out; 0: no cap.
+  double max_job_seconds = 3600;
 };
 
 }  // namespace bonsai::api

@@ -10,6 +10,15 @@ namespace bonsai::engine {
 
 JobSlot::~JobSlot() { scheduler_->Release(); }
 
+class SchedulerCoreLease final : public CoreLease {
+ public:
+  explicit SchedulerCoreLease(JobScheduler* scheduler) : scheduler_(scheduler) {}
+  ~SchedulerCoreLease() override { scheduler_->ReleaseCore(); }
+
+ private:
+  JobScheduler* scheduler_;
+};
+
 JobScheduler::JobScheduler(int workers, int max_queued_jobs)
     : max_queued_(max_queued_jobs), cores_(workers) {
   // One BLAS thread per job: parallelism comes from running jobs side by
@@ -17,6 +26,7 @@ JobScheduler::JobScheduler(int workers, int max_queued_jobs)
   openblas_set_num_threads(1);
   // Loops that are not BLAS may borrow the cores no job is computing on.
   tensor::SetCoreBudget(workers);
+  observability::SetJobSlots(workers + max_queued_jobs);
   const int threads = workers + max_queued_jobs;
   threads_.reserve(threads);
   for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { WorkerLoop(); });
@@ -63,7 +73,7 @@ absl::StatusOr<std::unique_ptr<CoreLease>> JobScheduler::AcquireCore(
   }
   ++computing_;
   PublishGauges();
-  return std::make_unique<CoreLease>(this);
+  return std::make_unique<SchedulerCoreLease>(this);
 }
 
 void JobScheduler::ReleaseCore() {
@@ -72,11 +82,14 @@ void JobScheduler::ReleaseCore() {
   PublishGauges();
 }
 
-CoreLease::~CoreLease() { scheduler_->ReleaseCore(); }
-
 void JobScheduler::Close() {
   absl::MutexLock lock(&mu_);
   closed_ = true;
+}
+
+bool JobScheduler::closed() const {
+  absl::MutexLock lock(&mu_);
+  return closed_;
 }
 
 int JobScheduler::admitted() const {

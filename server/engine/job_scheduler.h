@@ -37,16 +37,15 @@ class JobSlot {
   JobScheduler* scheduler_;
 };
 
-// Held while a job computes; the destructor gives the core back.
+// Held while a job computes; the destructor gives the core back. Virtual,
+// so that a caller may wrap the scheduler's lease to see when its own job
+// computes (the api layer's stage gauges).
 class CoreLease {
  public:
-  explicit CoreLease(JobScheduler* scheduler) : scheduler_(scheduler) {}
-  ~CoreLease();
+  CoreLease() = default;
+  virtual ~CoreLease() = default;
   CoreLease(const CoreLease&) = delete;
   CoreLease& operator=(const CoreLease&) = delete;
-
- private:
-  JobScheduler* scheduler_;
 };
 
 // What a job asks for a core through (the scheduler; none in benchmarks).
@@ -79,10 +78,11 @@ class JobScheduler final : public CoreGate {
   int workers() const { return cores_; }
   int max_queued_jobs() const { return max_queued_; }
   int admitted() const;
+  bool closed() const;
 
  private:
   friend class JobSlot;
-  friend class CoreLease;
+  friend class SchedulerCoreLease;
   void Release();
   void ReleaseCore();
   void WorkerLoop();

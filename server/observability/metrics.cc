@@ -13,6 +13,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/text_serializer.h"
+#include "server/observability/admitted_jobs_collector.h"
 #include "server/observability/process_collector.h"
 #include "server/observability/registry.h"
 
@@ -35,7 +36,7 @@ constexpr std::array<std::string_view, 10> kMethods = {
     "magnitude", "nm",        "structured", "wanda", "sparsegpt",
     "binarize",  "ternarize", "rtn",        "gptq",  "inspect"};
 constexpr std::array<std::string_view, 2> kFormats = {"onnx", "safetensors"};
-constexpr std::array<std::string_view, 4> kReasons = {"queue_full", "too_large",
+constexpr std::array<std::string_view, 5> kReasons = {"queue_full", "peer_limit", "too_large",
                                                       "shutting_down", "spool_full"};
 constexpr std::array<std::string_view, 5> kOutcomes = {"ok", "invalid", "rejected",
                                                        "cancelled", "failed"};
@@ -70,12 +71,14 @@ struct Metrics {
                           .Register(r)),
         running(BuildGauge()
                     .Name("bonsai_jobs_running")
-                    .Help("Jobs being worked on by a worker.")
+                    .Help("Jobs computing on a core (bonsai_jobs_admitted{stage=\"running\"} "
+                          "counts the same jobs; this one is unlabelled for the HPA).")
                     .Register(r)
                     .Add({})),
         queued(BuildGauge()
                    .Name("bonsai_jobs_queued")
-                   .Help("Jobs admitted and waiting for a worker.")
+                   .Help("Jobs holding a job slot but not a core: receiving or queued "
+                         "(unlabelled, for the HPA).")
                    .Register(r)
                    .Add({})),
         workers(BuildGauge()
@@ -83,6 +86,12 @@ struct Metrics {
                     .Help("Size of the worker pool.")
                     .Register(r)
                     .Add({})),
+        job_slots(BuildGauge()
+                      .Name("bonsai_job_slots")
+                      .Help("Jobs the server admits at once (workers + max_queued_jobs); "
+                            "past it, RESOURCE_EXHAUSTED.")
+                      .Register(r)
+                      .Add({})),
         received_bytes(BuildCounter()
                            .Name("bonsai_received_bytes_total")
                            .Help("Model and calibration bytes received from clients.")
@@ -132,6 +141,7 @@ struct Metrics {
   prometheus::Gauge& running;
   prometheus::Gauge& queued;
   prometheus::Gauge& workers;
+  prometheus::Gauge& job_slots;
   prometheus::Counter& received_bytes;
   prometheus::Counter& sent_bytes;
   Histogram& model_bytes;
@@ -168,6 +178,8 @@ absl::Status StartMetricsEndpoint(const std::string& listen, int workers) {
   // Lives as long as the process: scrapes may come until the very end.
   static std::unique_ptr<prometheus::Exposer> exposer;
   static std::shared_ptr<ProcessCollector> process = std::make_shared<ProcessCollector>();
+  static std::shared_ptr<AdmittedJobsCollector> admitted =
+      std::make_shared<AdmittedJobsCollector>();
   if (exposer != nullptr) return absl::FailedPreconditionError("metrics endpoint already started");
   try {
     exposer = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/2);
@@ -178,6 +190,7 @@ absl::Status StartMetricsEndpoint(const std::string& listen, int workers) {
   exposer->RegisterCollectable(process);
   const std::vector<int> ports = exposer->GetListeningPorts();
   if (!ports.empty()) bound_metrics_port.store(ports.front());
+  exposer->RegisterCollectable(admitted);
   return absl::OkStatus();
 }
 
@@ -214,10 +227,13 @@ void SetJobsRunning(int64_t running) { Get().running.Set(static_cast<double>(run
 
 void SetJobsQueued(int64_t queued) { Get().queued.Set(static_cast<double>(queued)); }
 
+void SetJobSlots(int64_t slots) { Get().job_slots.Set(static_cast<double>(slots)); }
+
 std::string RenderMetricsText() {
   Get();  // the families exist even before the first event
   auto families = MetricsRegistry()->Collect();
   for (auto& f : ProcessCollector().Collect()) families.push_back(std::move(f));
+  for (auto& f : AdmittedJobsCollector().Collect()) families.push_back(std::move(f));
   return prometheus::TextSerializer().Serialize(families);
 }
 

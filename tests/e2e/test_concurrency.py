@@ -21,7 +21,9 @@ def _variant(seed: int) -> bytes:
 
 @pytest.mark.parametrize("workers,queued", [(1, 1), (1, 0), (2, 1)])
 def test_job_beyond_workers_plus_queue_is_refused_and_admitted_jobs_finish(start_server, workers, queued):
-    srv = start_server([f"--max_queued_jobs={queued}"], workers=workers)
+    # One client fills every slot here, which --max_jobs_per_peer exists to
+    # prevent (test_job_limits.py): it is off, to test the slots themselves.
+    srv = start_server([f"--max_queued_jobs={queued}", "--max_jobs_per_peer=0"], workers=workers)
     models = [_variant(seed) for seed in range(workers + queued + 1)]
     with bonsai.Client(srv.target, timeout=120, retry=bonsai.NO_RETRY) as c:
         expected = [c.compress(m).model for m in models]

@@ -229,7 +229,7 @@ def test_server_exposes_every_documented_metric(scraped):
         "grpc_server_started_total", "grpc_server_handled_total", "grpc_server_handling_seconds_bucket",
         "grpc_server_msg_received_total", "grpc_server_msg_sent_total",
         "bonsai_jobs_total", "bonsai_job_stage_seconds_bucket", "bonsai_jobs_running", "bonsai_jobs_queued",
-        "bonsai_workers", "bonsai_received_bytes_total", "bonsai_sent_bytes_total", "bonsai_model_bytes_bucket",
+        "bonsai_jobs_admitted", "bonsai_job_slots", "bonsai_workers", "bonsai_received_bytes_total", "bonsai_sent_bytes_total", "bonsai_model_bytes_bucket",
         "bonsai_compression_ratio_bucket", "bonsai_rejected_total", "bonsai_build_info",
         "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
         "process_start_time_seconds",

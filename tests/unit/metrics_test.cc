@@ -91,6 +91,31 @@ TEST(MetricsTest, GaugesTakeTheLastValue) {
   EXPECT_THAT(text, HasSubstr("bonsai_workers 4"));
 }
 
+TEST(MetricsTest, AdmittedJobsAreCountedByStageFromTheSourceAtEachScrape) {
+  // No source (a server not started, or one that is stopping): every stage
+  // is still exposed, at zero, so the alert's ratio is defined.
+  SetAdmittedJobsSource(nullptr);
+  for (const char* stage : {"receiving", "queued", "running", "sending"}) {
+    EXPECT_EQ(Sample(std::string("bonsai_jobs_admitted{stage=\"") + stage + "\"}"), 0) << stage;
+  }
+  AdmittedJobCounts counts = {5, 0, 1, 2};
+  SetAdmittedJobsSource([&counts] { return counts; });
+  EXPECT_EQ(Sample(R"(bonsai_jobs_admitted{stage="receiving"})"), 5);
+  EXPECT_EQ(Sample(R"(bonsai_jobs_admitted{stage="running"})"), 1);
+  EXPECT_EQ(Sample(R"(bonsai_jobs_admitted{stage="sending"})"), 2);
+  counts = {0, 3, 0, 0};  // read again at the next scrape, not cached
+  EXPECT_EQ(Sample(R"(bonsai_jobs_admitted{stage="receiving"})"), 0);
+  EXPECT_EQ(Sample(R"(bonsai_jobs_admitted{stage="queued"})"), 3);
+  SetAdmittedJobsSource(nullptr);
+  EXPECT_EQ(Sample(R"(bonsai_jobs_admitted{stage="queued"})"), 0);
+}
+
+TEST(MetricsTest, JobSlotsGaugeAndPeerLimitReasonExist) {
+  SetJobSlots(6);
+  EXPECT_EQ(Sample("bonsai_job_slots"), 6);
+  EXPECT_GE(Sample(R"(bonsai_rejected_total{reason="peer_limit"})"), 0);
+}
+
 TEST(MetricsTest, UnbindableMetricsAddressIsAnError) {
   EXPECT_FALSE(StartMetricsEndpoint("256.0.0.1:1", 1).ok());
 }
