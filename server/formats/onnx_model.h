@@ -15,6 +15,7 @@
 #include "server/formats/model.h"
 #include "server/formats/model_files.h"
 #include "server/formats/onnx_external_data.h"
+#include "server/formats/onnx_quantized.h"
 #include "server/formats/onnx_weights.h"
 
 namespace bonsai::formats {
@@ -62,6 +63,7 @@ class OnnxModel final : public Model {
   std::vector<OnnxTensorRef> refs_;  // parallel to infos_
   std::vector<TensorInfo> infos_;
   std::vector<PackingHint> hints_;
+  std::vector<std::optional<OnnxQuantizedForm>> quantized_;  // packed output, parallel to infos_
   std::vector<StoredSize> stored_;
   bool consumed_ = false;
   size_t file_index_ = 0;
