@@ -1,0 +1,42 @@
+#include "server/engine/packed_quantization.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/formats/onnx_quantized.h"
+
+namespace bonsai::engine {
+
+int QuantizedBits(const methods::MethodConfig& config) {
+  if (config.method == "rtn" || config.method == "gptq") return config.bits > 0 ? config.bits : 4;
+  if (config.method == "sparsegpt") return config.bits;
+  return 0;
+}
+
+formats::QuantLayout QuantLayoutOf(const v1::CompressionSpec& spec) {
+  return spec.quantized_layout() == v1::QUANTIZED_LAYOUT_GPTQ ? formats::QuantLayout::kGptq
+                                                              : formats::QuantLayout::kCompressedTensors;
+}
+
+absl::Status CheckPackedQuantization(const ValidatedSpec& spec, const CompressionPlan& plan,
+                                     const formats::Model& model) {
+  if (spec.proto.output() != v1::OUTPUT_MODE_PACKED) return absl::OkStatus();
+  for (const MethodGroup& group : plan.groups) {
+    const int bits = QuantizedBits(group.config);
+    if (bits == 0) continue;
+    for (size_t index : group.tensors) {
+      const formats::TensorInfo& info = model.tensors()[index];
+      if (model.format() == formats::Format::kOnnx) {
+        if (auto s = formats::CheckOnnxQuantizedPacking(info, bits, group.config.group_size);
+            !s.ok()) {
+          return s;
+        }
+      } else if (bits == 3 && QuantLayoutOf(spec.proto) == formats::QuantLayout::kGptq) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor \"", info.name, "\": the gptq packed layout stores 2, 4 or 8 bits, not 3; "
+            "use quantized_layout compressed-tensors or another bit width"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace bonsai::engine
