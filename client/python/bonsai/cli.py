@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--act-order", action="store_true", default=None)
     c.add_argument("--rules", metavar="FILE", help="JSON list of rules (tensor_regex, method, sparsity, ...)")
     c.add_argument("--output", choices=("dense", "packed"), default="dense", help="storage of the output")
+    c.add_argument("--quantized-layout", choices=("compressed-tensors", "gptq"), default=None,
+                   help="packed safetensors layout of quantized weights (default compressed-tensors)")
     c.add_argument("--calibration", metavar="FILE", help="safetensors of Gram matrices (bonsai.calibration)")
     c.add_argument("--report-json", metavar="FILE", help="also write the report as protobuf JSON")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -122,6 +124,7 @@ def _compress(client: Client, args) -> None:
             args.input, method=args.method, sparsity=args.sparsity, scope=args.scope,
             include=args.include, exclude=args.exclude, include_only=args.include_only,
             overrides=_overrides(args.override), options=options, rules=rules, output=args.output,
+            quantized_layout=args.quantized_layout,
             calibration=args.calibration, output_path=args.output_file,
             progress=bars.progress, upload_progress=bars.upload, download_progress=bars.download)
     finally:
@@ -130,7 +133,7 @@ def _compress(client: Client, args) -> None:
         with open(args.report_json, "w") as f:
             f.write(json_format.MessageToJson(result.report, preserving_proto_field_name=True))
             f.write("\n")
-    print(format_report(result.report))
+    print(format_report(result.report, packed=args.output == "packed"))
 
 
 def _print_message(message, as_json: bool, formatter) -> None:

@@ -163,6 +163,7 @@ class Client:
         options=None,
         rules: Iterable = (),
         output: str = "dense",
+        quantized_layout: Optional[str] = None,
         calibration: Optional[ModelInput] = None,
         progress: Optional[Callable[[pb.Progress], None]] = None,
         output_path=None,
@@ -180,6 +181,9 @@ class Client:
         file's SHA-256 matches the final report. Without it, the result holds
         the bytes (`model` for one file, `files` by name for several).
 
+        `quantized_layout` picks how packed output stores quantized
+        safetensors weights: "compressed-tensors" (default) or "gptq".
+
         `progress` receives the server's Progress messages; `upload_progress`
         (bytes sent so far, total) and `download_progress` (bytes received,
         total in) are for byte counters such as bars.
@@ -192,6 +196,7 @@ class Client:
         spec = specs.compression_spec(
             method=method, sparsity=sparsity, scope=scope, include=include, exclude=exclude,
             include_only=include_only, overrides=overrides, options=options, rules=rules, output=output,
+            quantized_layout=quantized_layout,
             files=[pb.FileDeclaration(name=f.name, size_bytes=f.source.size) for f in files],
             calibration_size_bytes=calib.size if calib else None)
         parts = []
