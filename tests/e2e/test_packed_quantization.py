@@ -375,3 +375,36 @@ def test_eight_bit_blocked_conv_is_invalid_argument(client):
                  lambda: client.compress(_gemm_conv_onnx(), method="rtn", options={"bits": 8, "group_size": 24},
                                          output="packed"),
                  "conv_w", "group_size 0")
+
+
+# -------------------------------------------------------------------- CLI
+
+def test_cli_report_table_shows_stored_bytes_and_bits_per_weight_when_packed(server, tmp_path):
+    import os
+    import subprocess
+    src, out, report = tmp_path / "m.safetensors", tmp_path / "q.safetensors", tmp_path / "r.json"
+    src.write_bytes(_model())
+    client_dir = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "client", "python"))
+
+    def cli(*extra):
+        return subprocess.run(
+            ["/usr/bin/python3", "-m", "bonsai", "compress", str(src), "-o", str(out), "--method", "rtn",
+             "--bits", "4", "--group-size", "32", "--report-json", str(report), "--quiet", *extra],
+            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=client_dir, BONSAI_TARGET=server.target),
+            timeout=300)
+
+    proc = cli("--output", "packed", "--quantized-layout", "gptq")
+    assert proc.returncode == 0, proc.stderr
+    assert "fc.qweight" in _header(out.read_bytes())
+    data = json.loads(report.read_text())
+    bits = data["totals"]["bits_per_weight"]
+    assert 4 < bits < 8  # tiny layers: scales, zeros and g_idx weigh a lot
+    header = proc.stdout.splitlines()[0].split()
+    assert "stored" in header and "bits/w" in header
+    fc = next(line for line in proc.stdout.splitlines() if line.startswith("fc.weight"))
+    fc_bits = next(t["bits_per_weight"] for t in data["tensors"] if t["name"] == "fc.weight")
+    assert f"{fc_bits:.3f}" in fc.split()
+    assert f"{bits:.3f} bits per weight" in proc.stdout
+    dense = cli()
+    assert dense.returncode == 0, dense.stderr
+    assert "bits/w" not in dense.stdout.splitlines()[0]
