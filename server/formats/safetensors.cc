@@ -190,9 +190,14 @@ absl::Status SafetensorsModel::Write(size_t index, const tensor::FloatTensor& va
   }
   if (auto status = LoadRaw(index); !status.ok()) return status;
   hints_[index] = packing;
-  // Only changed elements are re-encoded, so kept F64 values stay exact.
-  if (auto status = tensor::EncodeChangedFromFloat(
-          entry.dtype, values.span(), reinterpret_cast<unsigned char*>(raw_.data()));
+  // Only changed elements are re-encoded, so kept F64 values stay exact. A
+  // quantized tensor is re-encoded whole: an F64 weight whose float32
+  // rounding already sat on its grid would otherwise keep its off-grid
+  // original, and the dense output would differ from the packed one.
+  auto* out = reinterpret_cast<unsigned char*>(raw_.data());
+  if (auto status = packing.packing == Packing::kQuantized
+                        ? tensor::EncodeFromFloat(entry.dtype, values.span(), out)
+                        : tensor::EncodeChangedFromFloat(entry.dtype, values.span(), out);
       !status.ok()) {
     return status;
   }

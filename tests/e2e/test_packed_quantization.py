@@ -29,6 +29,7 @@ LINEAR = RNG.standard_normal((OUT, IN)).astype(np.float32)
 SECOND = RNG.standard_normal((40, OUT)).astype(np.float32)
 CONV = RNG.standard_normal((8, 8, 3, 3)).astype(np.float32)  # 72 reduction columns
 HALF = RNG.standard_normal((16, 64)).astype(np.float16)
+DOUBLE = RNG.standard_normal((8, 64))  # F64
 
 
 def _header(data: bytes) -> dict:
@@ -38,7 +39,7 @@ def _header(data: bytes) -> dict:
 
 def _model() -> bytes:
     return safetensors_io.dumps({"fc.weight": LINEAR, "out.weight": SECOND, "conv.weight": CONV,
-                                 "half.weight": HALF})
+                                 "half.weight": HALF, "double.weight": DOUBLE})
 
 
 def _dense_and_packed(client, model, **kwargs):
@@ -77,8 +78,8 @@ def test_pack_quantized_unpacks_bit_for_bit_to_the_dense_output(client, bits, gr
     (group,) = config["config_groups"].values()
     assert group["weights"]["num_bits"] == bits and group["weights"]["symmetric"] == symmetric
     assert group["weights"]["strategy"] == ("group" if group_size else "channel")
-    assert sorted(group["targets"]) == ["conv", "fc", "half", "out"]
-    for name in ("fc.weight", "out.weight", "conv.weight", "half.weight"):
+    assert sorted(group["targets"]) == ["conv", "double", "fc", "half", "out"]
+    for name in ("fc.weight", "out.weight", "conv.weight", "half.weight", "double.weight"):
         assert name not in header
         assert header[name + "_packed"]["dtype"] == "I32"
         assert (name + "_zero_point" in header) == (not symmetric)
@@ -147,7 +148,8 @@ def test_bits_per_weight_counts_codes_scales_and_zero_points(client):
     report = {t.name: t for t in packed.report.tensors}
     total_bytes = total_params = 0
     for name, shape in (("fc.weight", LINEAR.shape), ("out.weight", SECOND.shape),
-                        ("conv.weight", CONV.shape), ("half.weight", HALF.shape)):
+                        ("conv.weight", CONV.shape), ("half.weight", HALF.shape),
+                        ("double.weight", DOUBLE.shape)):
         stored = _part_bytes(header, [name + s for s in ("_packed", "_scale", "_zero_point", "_shape")])
         params = int(np.prod(shape))
         assert report[name].packed_bytes == stored
@@ -375,6 +377,15 @@ def test_eight_bit_blocked_conv_is_invalid_argument(client):
                  lambda: client.compress(_gemm_conv_onnx(), method="rtn", options={"bits": 8, "group_size": 24},
                                          output="packed"),
                  "conv_w", "group_size 0")
+
+
+def test_packed_quantized_output_is_byte_identical_across_runs(client):
+    for model, options in ((_model(), {"bits": 3, "group_size": 40}), (_mlp_onnx(13), {"bits": 4, "group_size": 32}),
+                           (_mlp_onnx(21), {"bits": 8, "group_size": 32})):
+        first = client.compress(model, method="rtn", options=options, output="packed")
+        second = client.compress(model, method="rtn", options=options, output="packed")
+        assert first.model == second.model
+        assert [f.sha256 for f in first.report.files] == [f.sha256 for f in second.report.files]
 
 
 # -------------------------------------------------------------------- CLI
