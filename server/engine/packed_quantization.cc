@@ -19,9 +19,22 @@ formats::QuantLayout QuantLayoutOf(const v1::CompressionSpec& spec) {
 absl::Status CheckPackedQuantization(const ValidatedSpec& spec, const CompressionPlan& plan,
                                      const formats::Model& model) {
   if (spec.proto.output() != v1::OUTPUT_MODE_PACKED) return absl::OkStatus();
+  const MethodGroup* first = nullptr;  // the first quantizing group with a tensor
   for (const MethodGroup& group : plan.groups) {
     const int bits = QuantizedBits(group.config);
-    if (bits == 0) continue;
+    if (bits == 0 || group.tensors.empty()) continue;
+    if (model.format() == formats::Format::kSafetensors &&
+        QuantLayoutOf(spec.proto) == formats::QuantLayout::kGptq && first != nullptr &&
+        (bits != QuantizedBits(first->config) || group.config.group_size != first->config.group_size ||
+         group.config.symmetric != first->config.symmetric)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the gptq packed layout has one quantization setting per model, but rule \"",
+          group.rule_name.empty() ? "(the job's method)" : group.rule_name,
+          "\" asks for other bits, group_size or symmetric than \"",
+          first->rule_name.empty() ? "(the job's method)" : first->rule_name,
+          "\"; use quantized_layout compressed-tensors"));
+    }
+    if (first == nullptr) first = &group;
     for (size_t index : group.tensors) {
       const formats::TensorInfo& info = model.tensors()[index];
       if (model.format() == formats::Format::kOnnx) {

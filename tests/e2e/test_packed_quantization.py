@@ -208,7 +208,7 @@ def test_gptq_layout_with_mixed_settings_is_invalid_argument(client):
     expect_error(grpc.StatusCode.INVALID_ARGUMENT,
                  lambda: client.compress(_model(), method="rtn", rules=rules, output="packed",
                                          quantized_layout="gptq"),
-                 "one quantization setting", "compressed-tensors")
+                 "one quantization setting", "rule[1]", "rule[0]", "compressed-tensors")
 
 
 # ------------------------------------------------------------------- ONNX
