@@ -344,6 +344,33 @@ def test_four_bit_gptq_and_sparsegpt_run_in_onnxruntime(client, ort):
         _close(_run(packed.model, x), _run(dense.model, x))
 
 
+def _shared_weight_onnx(second_op: str) -> bytes:
+    """One weight w [96, 24] read by a MatMul and by `second_op` (MatMul or Gemm)."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["a"]),
+             helper.make_node(second_op, ["x", "w"], ["b"]), helper.make_node("Add", ["a", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, IN])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, OUT])],
+                              [numpy_helper.from_array(LINEAR.T.copy(), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_four_bit_weight_read_by_two_matmuls_replaces_both(client, ort):
+    dense, packed = _dense_and_packed(client, _shared_weight_onnx("MatMul"), method="rtn",
+                                      options={"bits": 4, "group_size": 32})
+    assert [t[1] for t in _op_types(packed.model)] == ["MatMulNBits", "MatMulNBits", "Add"]
+    x = RNG.standard_normal((3, IN)).astype(np.float32)
+    _close(_run(packed.model, x), _run(dense.model, x))
+
+
+def test_four_bit_weight_also_read_by_a_gemm_is_invalid_argument(client):
+    expect_error(grpc.StatusCode.INVALID_ARGUMENT,
+                 lambda: client.compress(_shared_weight_onnx("Gemm"), method="rtn",
+                                         options={"bits": 4, "group_size": 32}, output="packed"),
+                 "\"w\"", "Gemm", "MatMulNBits", "bits 8")
+
+
 @pytest.mark.parametrize("bits", [2, 3])
 def test_two_and_three_bit_onnx_packing_is_invalid_argument(client, bits):
     expect_error(grpc.StatusCode.INVALID_ARGUMENT,
