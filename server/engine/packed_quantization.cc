@@ -38,7 +38,8 @@ absl::Status CheckPackedQuantization(const ValidatedSpec& spec, const Compressio
     for (size_t index : group.tensors) {
       const formats::TensorInfo& info = model.tensors()[index];
       if (model.format() == formats::Format::kOnnx) {
-        if (auto s = formats::CheckOnnxQuantizedPacking(info, bits, group.config.group_size);
+        if (auto s = formats::CheckOnnxQuantizedPacking(info, bits, group.config.group_size,
+                                                     model.onnx_opset());
             !s.ok()) {
           return s;
         }

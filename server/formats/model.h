@@ -150,6 +150,9 @@ class Model {
   virtual uint64_t largest_tensor_bytes() const = 0;
   // Memory the model holds whatever the tensors (an ONNX graph parsed whole).
   virtual uint64_t resident_bytes() const { return 0; }
+  // ONNX: the opset of the default domain the model imports (what operators
+  // packed output may add); 0 for other formats.
+  virtual int64_t onnx_opset() const { return 0; }
 
   // For tests and benchmarks: the whole output of a single-file model as
   // one string (formats/in_memory.cc).

@@ -43,6 +43,7 @@ class OnnxModel final : public Model {
   uint64_t largest_tensor_bytes() const override;
   // The parsed graph holds every weight: about the file's size.
   uint64_t resident_bytes() const override { return resident_; }
+  int64_t onnx_opset() const override { return proto_ ? DefaultOpset(*proto_) : 0; }
 
   // For graph surgery (physical channel pruning). Call Reindex() after
   // changing which tensors exist or their shapes: tensors() and the indices

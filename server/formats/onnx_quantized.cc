@@ -43,6 +43,16 @@ void SetInt(onnx::NodeProto& node, const char* name, int64_t value) {
 
 bool IsPowerOfTwo(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
 
+absl::Status CheckDequantizeOpset(const TensorInfo& info, bool blocked, int64_t opset) {
+  const int64_t needed = blocked ? kBlockedOpset : kPerChannelOpset;
+  if (opset >= needed) return absl::OkStatus();
+  return Refuse(info, absl::StrCat(
+      "the model's opset is ", opset, ", and DequantizeLinear ",
+      blocked ? "blocked along the input axis" : "per channel", " needs opset ", needed,
+      "; re-export the model with opset ", needed,
+      blocked ? ", or use group_size 0 (per channel)" : "", ", or ask for output dense"));
+}
+
 // 8 bits: codes in the weight's own layout, grids per channel or per block.
 absl::StatusOr<OnnxQuantizedForm> DequantizeForm(const TensorInfo& info, const QuantizedMatrix& m,
                                                  int64_t opset) {
@@ -51,13 +61,7 @@ absl::StatusOr<OnnxQuantizedForm> DequantizeForm(const TensorInfo& info, const Q
   const bool blocked = grids.groups > 1;
   OnnxQuantizedForm form;
   form.opset_needed = blocked ? kBlockedOpset : kPerChannelOpset;
-  if (opset < form.opset_needed) {
-    return Refuse(info, absl::StrCat(
-        "the model's opset is ", opset, ", and DequantizeLinear ",
-        blocked ? "blocked along the input axis" : "per channel", " needs opset ",
-        form.opset_needed, "; re-export the model with opset ", form.opset_needed,
-        blocked ? ", or use group_size 0 (per channel)" : "", ", or ask for output dense"));
-  }
+  if (auto s = CheckDequantizeOpset(info, blocked, opset); !s.ok()) return s;
   // Codes in storage order: [out, in, ...] is the matrix itself; [in, out] its transpose.
   const bool in_out = layout.output_axis == 1;
   std::string codes(m.codes.size(), '\0');
@@ -160,7 +164,8 @@ int64_t DefaultOpset(const onnx::ModelProto& model) {
   return 0;
 }
 
-absl::Status CheckOnnxQuantizedPacking(const TensorInfo& info, int bits, int64_t group_size) {
+absl::Status CheckOnnxQuantizedPacking(const TensorInfo& info, int bits, int64_t group_size,
+                                       int64_t default_opset) {
   if (info.dtype != tensor::DType::kF32) {
     return Refuse(info, absl::StrCat("it is ", std::string(tensor::DTypeName(info.dtype)),
                                      "; packed quantized ONNX holds FLOAT weights only; ask for "
@@ -196,6 +201,8 @@ absl::Status CheckOnnxQuantizedPacking(const TensorInfo& info, int bits, int64_t
         "DequantizeLinear blocks run along one axis, and the groups of this ", info.role,
         " weight run over in*kh*kw; use group_size 0 (one grid per output channel) for it, "
         "or ask for output dense"));
+  } else if (auto s = CheckDequantizeOpset(info, columns < cols, default_opset); !s.ok()) {
+    return s;
   }
   return absl::OkStatus();
 }
@@ -204,7 +211,8 @@ absl::StatusOr<OnnxQuantizedForm> QuantizeOnnxWeight(const TensorInfo& info,
                                                      absl::Span<const float> values,
                                                      const QuantGrids& grids,
                                                      int64_t default_opset) {
-  if (auto status = CheckOnnxQuantizedPacking(info, grids.bits, grids.group_size); !status.ok()) {
+  if (auto status = CheckOnnxQuantizedPacking(info, grids.bits, grids.group_size, default_opset);
+      !status.ok()) {
     return status;
   }
   auto m = QuantizedCodes(info.name, info.shape, *info.layout, values, grids);

@@ -41,9 +41,10 @@ struct OnnxQuantizedForm {
 };
 
 // What can be told before the weight is computed: dtype, bits, role, block
-// size. `group_size` as requested (0: per output channel). InvalidArgument
-// naming the tensor and the fix.
-absl::Status CheckOnnxQuantizedPacking(const TensorInfo& info, int bits, int64_t group_size);
+// size, the opset DequantizeLinear needs. `group_size` as requested (0: per
+// output channel). InvalidArgument naming the tensor and the fix.
+absl::Status CheckOnnxQuantizedPacking(const TensorInfo& info, int bits, int64_t group_size,
+                                       int64_t default_opset);
 
 // Checks the above and the opset and builds the replacement.
 absl::StatusOr<OnnxQuantizedForm> QuantizeOnnxWeight(const TensorInfo& info,

@@ -132,13 +132,14 @@ TEST(QuantizedPackingTest, FourBitPackingOfAConvIsRefusedNamingMatMulNBits) {
   info.params = 72;
   info.role = "Conv.W";
   info.layout = formats::WeightLayout{0, 1};
-  const absl::Status status = formats::CheckOnnxQuantizedPacking(info, 4, 0);
+  const absl::Status status = formats::CheckOnnxQuantizedPacking(info, 4, 0, 13);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), HasSubstr("MatMulNBits"));
   EXPECT_THAT(status.message(), HasSubstr("bits 8"));
-  EXPECT_TRUE(formats::CheckOnnxQuantizedPacking(info, 8, 0).ok());
-  EXPECT_FALSE(formats::CheckOnnxQuantizedPacking(info, 8, 8).ok());
-  EXPECT_FALSE(formats::CheckOnnxQuantizedPacking(info, 3, 0).ok());
+  EXPECT_TRUE(formats::CheckOnnxQuantizedPacking(info, 8, 0, 13).ok());
+  EXPECT_FALSE(formats::CheckOnnxQuantizedPacking(info, 8, 8, 21).ok());
+  EXPECT_FALSE(formats::CheckOnnxQuantizedPacking(info, 3, 0, 21).ok());
+  EXPECT_FALSE(formats::CheckOnnxQuantizedPacking(info, 8, 0, 11).ok());
 }
 
 }  // namespace
