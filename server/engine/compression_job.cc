@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/engine/calibration.h"
+#include "server/engine/packed_quantization.h"
 #include "server/formats/model_set.h"
 #include "server/engine/physical_pruning.h"
 #include "server/formats/model.h"
@@ -190,6 +191,7 @@ void FillTotals(const formats::Model& model, uint64_t params_in, uint64_t bytes_
     packed += t.packed_bytes();
   }
   totals->set_packed_bytes(packed);
+  totals->set_bits_per_weight(prunable ? 8.0 * double(packed) / double(prunable) : 0.0);
   totals->set_params(params_in);
   totals->set_params_after(TotalParams(model));  // smaller after physical pruning
   totals->set_prunable_params(prunable);
@@ -237,6 +239,7 @@ absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
   auto plan = PlanCompression(spec, (*model)->tensors());
   if (!plan.ok()) return plan.status();
   for (const std::string& note : plan->notes) report.add_warnings(note);
+  if (auto s = CheckPackedQuantization(spec, *plan, **model); !s.ok()) return s;
   absl::StatusOr<CalibrationSet> calibration = CalibrationSet();
   if (input.calibration) {
     auto bytes = input.calibration->ReadAll();
@@ -269,6 +272,7 @@ absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
   stage_start = Clock::now();
   formats::SerializeOptions options;
   options.packed = spec.proto.output() == v1::OUTPUT_MODE_PACKED;
+  options.quant_layout = QuantLayoutOf(spec.proto);
   if (auto s = (*model)->StartOutput(options, *input.output); !s.ok()) return s;
   uint64_t work = 0;
   for (const MethodGroup& group : plan->groups) {

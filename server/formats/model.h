@@ -61,16 +61,38 @@ struct TensorInfo {
 
 // How a tensor should be stored when the request asks for packed output.
 // The method that produced the values says which encoding fits them.
-enum class Packing { kDense, kSparseBitmask, kNM, kBinary, kTernary };
+enum class Packing { kDense, kSparseBitmask, kNM, kBinary, kTernary, kQuantized };
+
+// kQuantized: every weight is scale * (q - zero) in float32, with an integer
+// code q in [0, 2^bits - 1] and one (scale, zero) per output channel and
+// group of `group_columns` consecutive reduction columns (the matrix view of
+// methods/weight_matrix.h: columns in PyTorch's unfold order); the last group
+// of a row is shorter when the groups do not tile it. The codes are not kept:
+// a format recovers them from the float values and checks that they give the
+// values back exactly (formats/quant_codes.h).
+struct QuantGrids {
+  int bits = 0;
+  bool symmetric = false;
+  int64_t group_size = 0;     // as requested: 0 means one group per output channel
+  int64_t group_columns = 0;  // as applied
+  int64_t rows = 0, groups = 0;
+  std::vector<float> scales, zeros;  // rows x groups, row-major
+};
 
 struct PackingHint {
   Packing packing = Packing::kDense;
   int n = 0, m = 0;                  // kNM: groups of m along the reduction axis
   std::vector<float> scales;         // kBinary / kTernary: one per output channel or one per tensor
+  std::shared_ptr<const QuantGrids> quant;  // kQuantized
 };
+
+// How packed output stores quantized safetensors weights (ONNX has one
+// layout per bit width, see formats/onnx_quantized.h).
+enum class QuantLayout { kCompressedTensors, kGptq };
 
 struct SerializeOptions {
   bool packed = false;
+  QuantLayout quant_layout = QuantLayout::kCompressedTensors;
 };
 
 // Per-tensor outcome of serialization, for the report.
@@ -134,6 +156,9 @@ class Model {
   virtual uint64_t largest_tensor_bytes() const = 0;
   // Memory the model holds whatever the tensors (an ONNX graph parsed whole).
   virtual uint64_t resident_bytes() const { return 0; }
+  // ONNX: the opset of the default domain the model imports (what operators
+  // packed output may add); 0 for other formats.
+  virtual int64_t onnx_opset() const { return 0; }
 
   // For tests and benchmarks: the whole output of a single-file model as
   // one string (formats/in_memory.cc).

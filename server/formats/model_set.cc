@@ -70,6 +70,7 @@ class ShardedSafetensors final : public Model {
   absl::Status StartOutput(const SerializeOptions& options, OutputSink& sink) override {
     if (sink_ != nullptr) return absl::FailedPreconditionError("output was already started");
     sink_ = &sink;
+    options_ = options;
     for (auto& shard : shards_) {
       if (auto s = shard->StartOutput(options, sink); !s.ok()) return s;
     }
@@ -85,6 +86,10 @@ class ShardedSafetensors final : public Model {
       if (auto s = WriteIndex(); !s.ok()) return s;
     }
     for (const InputFile& other : others_) {
+      if (IsModelConfig(other)) {
+        if (auto s = WriteConfig(other); !s.ok()) return s;
+        continue;
+      }
       if (auto s = PassThrough(other, "other", *sink_); !s.ok()) return s;
     }
     return absl::OkStatus();
@@ -106,6 +111,33 @@ class ShardedSafetensors final : public Model {
   }
 
  private:
+  static bool IsModelConfig(const InputFile& file) {
+    return file.name() == "config.json" || absl::EndsWith(file.name(), "/config.json");
+  }
+
+  // A Hugging Face config.json gets the `quantization_config` that loaders
+  // (transformers, vLLM) read to find the packed layout, when tensors were
+  // stored quantized; otherwise, or when it is not a JSON object, it comes
+  // back byte for byte.
+  absl::Status WriteConfig(const InputFile& config) {
+    std::vector<QuantizedTensorNote> notes;
+    for (const auto& shard : shards_) {
+      notes.insert(notes.end(), shard->quantized_notes().begin(), shard->quantized_notes().end());
+    }
+    if (notes.empty() || config.size() > (16u << 20)) return PassThrough(config, "other", *sink_);
+    auto text = config.ReadAll();
+    if (!text.ok()) return text.status();
+    json parsed = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (parsed.is_discarded() || !parsed.is_object()) return PassThrough(config, "other", *sink_);
+    auto quantization = QuantizationConfig(options_.quant_layout, notes);
+    if (!quantization.ok()) return quantization.status();
+    parsed["quantization_config"] = *std::move(quantization);
+    auto writer = sink_->BeginFile(config.index(), "other");
+    if (!writer.ok()) return writer.status();
+    if (auto s = (*writer)->Write(parsed.dump(2) + "\n"); !s.ok()) return s;
+    return sink_->EndFile();
+  }
+
   // Rewritten only when the output's tensors differ from the input's (packed
   // output renames and resizes them); otherwise the index comes back as sent.
   absl::Status WriteIndex() {
@@ -157,6 +189,7 @@ class ShardedSafetensors final : public Model {
   std::vector<TensorInfo> infos_;
   std::vector<std::pair<size_t, size_t>> where_;  // shard, tensor in shard
   OutputSink* sink_ = nullptr;
+  SerializeOptions options_;
   size_t finished_shards_ = 0;
 };
 

@@ -115,6 +115,7 @@ absl::Status OnnxModel::Reindex() {
     infos_.push_back(std::move(info));
   }
   hints_.assign(infos_.size(), PackingHint{});
+  quantized_.assign(infos_.size(), std::nullopt);
   held_.assign(infos_.size(), std::nullopt);
   return absl::OkStatus();
 }
@@ -150,6 +151,20 @@ absl::Status OnnxModel::Write(size_t index, const tensor::FloatTensor& values,
         "Write to tensor \"", infos_[index].name, "\" must keep its shape and element count"));
   }
   hints_[index] = packing;
+  if (sink_ != nullptr && options_.packed && packing.packing == Packing::kQuantized) {
+    // The codes come from the float values now, before the tensor's dtype
+    // could round them; the graph changes at serialization.
+    if (!refs_[index].is_initializer || external_[index]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "packed ONNX output of quantized tensor \"", infos_[index].name, "\": it is stored ",
+          external_[index] ? "in external data" : "in a Constant node",
+          ", and only graph initializers are packed; ask for output dense"));
+    }
+    auto form = QuantizeOnnxWeight(infos_[index], values.span(), *packing.quant,
+                                   DefaultOpset(*proto_));
+    if (!form.ok()) return form.status();
+    quantized_[index] = *std::move(form);
+  }
   if (external_[index]) return WriteExternal(index, values.span());
   return WriteOnnxTensor(*refs_[index].proto, values.span());
 }
@@ -279,6 +294,16 @@ absl::StatusOr<std::string> OnnxModel::SerializeProto(const SerializeOptions& op
       const Packing packing = hints_[i].packing;
       // External tensors stay dense where they are: the data files keep
       // their layout.
+      if (quantized_[i]) {
+        if (auto s = ApplyOnnxQuantizedForm(*proto_, *refs_[i].graph, refs_[i].name, *quantized_[i]);
+            !s.ok()) {
+          return s;
+        }
+        stored_[i].stored_bytes = quantized_[i]->stored_bytes;
+        removed[refs_[i].graph].insert(refs_[i].proto);
+        quantized_[i].reset();
+        continue;
+      }
       if (!refs_[i].is_initializer || external_[i] || !tensor::IsFloating(infos_[i].dtype) ||
           (packing != Packing::kSparseBitmask && packing != Packing::kNM)) {
         continue;

@@ -15,6 +15,7 @@
 #include "server/formats/model.h"
 #include "server/formats/model_files.h"
 #include "server/formats/onnx_external_data.h"
+#include "server/formats/onnx_quantized.h"
 #include "server/formats/onnx_weights.h"
 
 namespace bonsai::formats {
@@ -42,6 +43,7 @@ class OnnxModel final : public Model {
   uint64_t largest_tensor_bytes() const override;
   // The parsed graph holds every weight: about the file's size.
   uint64_t resident_bytes() const override { return resident_; }
+  int64_t onnx_opset() const override { return proto_ ? DefaultOpset(*proto_) : 0; }
 
   // For graph surgery (physical channel pruning). Call Reindex() after
   // changing which tensors exist or their shapes: tensors() and the indices
@@ -62,6 +64,7 @@ class OnnxModel final : public Model {
   std::vector<OnnxTensorRef> refs_;  // parallel to infos_
   std::vector<TensorInfo> infos_;
   std::vector<PackingHint> hints_;
+  std::vector<std::optional<OnnxQuantizedForm>> quantized_;  // packed output, parallel to infos_
   std::vector<StoredSize> stored_;
   bool consumed_ = false;
   size_t file_index_ = 0;

@@ -100,6 +100,7 @@ SafetensorsModel::SafetensorsModel(InputFile input, SafetensorsHeader header)
   MarkOutputHeads(infos_);
   hints_.resize(infos_.size());
   held_.resize(infos_.size());
+  packed_.resize(infos_.size());
   for (const SafetensorsEntry& entry : header_.entries) {
     stored_.push_back({entry.end - entry.begin, entry.end - entry.begin});
   }
@@ -216,11 +217,19 @@ absl::Status SafetensorsModel::Write(size_t index, const tensor::FloatTensor& va
     return absl::InvalidArgumentError(absl::StrCat(
         "Write to tensor \"", entry.name, "\" must keep its shape and element count"));
   }
+  if (sink_ != nullptr && options_.packed && packing.packing == Packing::kQuantized) {
+    return PackQuantized(index, values, packing);
+  }
   if (auto status = LoadRaw(index); !status.ok()) return status;
   hints_[index] = packing;
-  // Only changed elements are re-encoded, so kept F64 values stay exact.
-  if (auto status = tensor::EncodeChangedFromFloat(
-          entry.dtype, values.span(), reinterpret_cast<unsigned char*>(raw_.data()));
+  // Only changed elements are re-encoded, so kept F64 values stay exact. A
+  // quantized tensor is re-encoded whole: an F64 weight whose float32
+  // rounding already sat on its grid would otherwise keep its off-grid
+  // original, and the dense output would differ from the packed one.
+  auto* out = reinterpret_cast<unsigned char*>(raw_.data());
+  if (auto status = packing.packing == Packing::kQuantized
+                        ? tensor::EncodeFromFloat(entry.dtype, values.span(), out)
+                        : tensor::EncodeChangedFromFloat(entry.dtype, values.span(), out);
       !status.ok()) {
     return status;
   }
@@ -279,24 +288,65 @@ absl::Status SafetensorsModel::FinishDense() {
 // Packs tensor by tensor into a second scratch file, then writes the new
 // header and the data behind it. A model where nothing packs comes back
 // exactly as the dense output. Peak memory is one tensor and its packed form.
+absl::Status SafetensorsModel::SpoolPacked(size_t index, const PackedTensor& form) {
+  if (!packed_bytes_) {
+    auto file = sink_->Scratch(input_.name() + " (packed tensors)");
+    if (!file.ok()) return file.status();
+    packed_bytes_ = *file;
+  }
+  Spooled result;
+  result.description = form.description;
+  for (const PackedPart& part : form.parts) {
+    result.parts.push_back({part.NameFor(header_.entries[index].name), part.dtype, part.shape,
+                            packed_bytes_->size(), part.bytes.size()});
+    if (auto status = packed_bytes_->Append(part.bytes); !status.ok()) return status;
+  }
+  stored_[index].stored_bytes = form.stored_bytes();
+  packed_[index] = std::move(result);
+  return absl::OkStatus();
+}
+
+// A quantized tensor is packed as it is written: its codes come from the
+// float values (the stored dtype may have rounded them away), and holding
+// the dense bytes too would double the spool.
+absl::Status SafetensorsModel::PackQuantized(size_t index, const tensor::FloatTensor& values,
+                                             const PackingHint& packing) {
+  const SafetensorsEntry& entry = header_.entries[index];
+  auto form = PackQuantizedSafetensor(entry, infos_[index].layout, values.span(), *packing.quant,
+                                      options_.quant_layout);
+  if (!form.ok()) return form.status();
+  for (const PackedPart& part : form->parts) {
+    const std::string name = part.NameFor(entry.name);
+    for (const SafetensorsEntry& other : header_.entries) {
+      if (other.name == name) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor \"", entry.name, "\" cannot be stored packed: its packed part \"", name,
+            "\" would clash with a tensor of the same name; ask for output dense"));
+      }
+    }
+  }
+  hints_[index] = packing;
+  // The group size as requested: a group wider than the row is the whole row
+  // in every reader's arithmetic (ceil(cols / group_size) groups).
+  quantized_notes_.push_back({entry.name, packing.quant->bits,
+                              std::max<int64_t>(packing.quant->group_size, 0),
+                              packing.quant->symmetric});
+  return SpoolPacked(index, *form);
+}
+
+// Packs tensor by tensor into a second scratch file, then writes the new
+// header and the data behind it. A model where nothing packs comes back
+// exactly as the dense output. Peak memory is one tensor and its packed form.
 absl::Status SafetensorsModel::FinishPacked() {
   const auto& entries = header_.entries;
   absl::flat_hash_set<std::string> names;
   for (const SafetensorsEntry& entry : entries) names.insert(entry.name);
-
-  struct SpooledPart {
-    std::string suffix, dtype;
-    std::vector<int64_t> shape;
-    uint64_t offset = 0, length = 0;  // in packed_bytes
-  };
-  struct Packed {
-    std::vector<SpooledPart> parts;
-    json description;
-  };
-  std::vector<std::optional<Packed>> packed(entries.size());
-  std::shared_ptr<storage::SpoolFile> packed_bytes;
+  for (const auto& spooled : packed_) {
+    if (!spooled) continue;
+    for (const SpooledPart& part : spooled->parts) names.insert(part.name);
+  }
   for (size_t i = 0; i < entries.size(); ++i) {
-    if (!held_[i] || hints_[i].packing == Packing::kDense) continue;
+    if (packed_[i] || !held_[i] || hints_[i].packing == Packing::kDense) continue;
     std::string dense(held_[i]->length, '\0');
     if (auto status = held_bytes_->ReadAt(held_[i]->offset, absl::MakeSpan(dense.data(), dense.size()));
         !status.ok()) {
@@ -306,46 +356,38 @@ absl::Status SafetensorsModel::FinishPacked() {
                                infos_[i].layout, hints_[i]);
     if (!form) continue;
     bool clash = false;
-    for (const PackedPart& part : form->parts) clash |= names.contains(entries[i].name + part.suffix);
+    for (const PackedPart& part : form->parts) clash |= names.contains(part.NameFor(entries[i].name));
     if (clash) continue;
-    if (!packed_bytes) {
-      auto file = sink_->Scratch(input_.name() + " (packed tensors)");
-      if (!file.ok()) return file.status();
-      packed_bytes = *file;
-    }
-    Packed result;
-    result.description = form->description;
-    for (const PackedPart& part : form->parts) {
-      names.insert(entries[i].name + part.suffix);
-      result.parts.push_back({part.suffix, part.dtype, part.shape, packed_bytes->size(),
-                              part.bytes.size()});
-      if (auto status = packed_bytes->Append(part.bytes); !status.ok()) return status;
-    }
-    stored_[i].stored_bytes = form->stored_bytes();
-    packed[i] = std::move(result);
+    for (const PackedPart& part : form->parts) names.insert(part.NameFor(entries[i].name));
+    if (auto status = SpoolPacked(i, *form); !status.ok()) return status;
   }
-  if (!packed_bytes) return FinishDense();
+  if (!packed_bytes_) return FinishDense();
 
   json header = json::object();
   json metadata = header_.metadata.is_object() ? header_.metadata : json::object();
   metadata["bonsai.packing"] = "1";
+  if (!quantized_notes_.empty()) {
+    auto config = QuantizationConfig(options_.quant_layout, quantized_notes_);
+    if (!config.ok()) return config.status();
+    metadata["quantization_config"] = config->dump();
+  }
   uint64_t written = 0;
   output_entries_.clear();
   for (size_t i = 0; i < entries.size(); ++i) {
     const SafetensorsEntry& entry = entries[i];
-    if (!packed[i]) {
+    if (!packed_[i]) {
       const uint64_t dense = entry.end - entry.begin;
       header[entry.name] = EntryJson(entry.dtype_name, entry.shape, written, dense);
       output_entries_.emplace_back(entry.name, dense);
       written += dense;
       continue;
     }
-    for (const SpooledPart& part : packed[i]->parts) {
-      header[entry.name + part.suffix] = EntryJson(part.dtype, part.shape, written, part.length);
-      output_entries_.emplace_back(entry.name + part.suffix, part.length);
+    for (const SpooledPart& part : packed_[i]->parts) {
+      header[part.name] = EntryJson(part.dtype, part.shape, written, part.length);
+      output_entries_.emplace_back(part.name, part.length);
       written += part.length;
     }
-    metadata["bonsai.packed." + entry.name] = packed[i]->description.dump();
+    metadata["bonsai.packed." + entry.name] = packed_[i]->description.dump();
   }
   header["__metadata__"] = std::move(metadata);
   std::string text = header.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -358,9 +400,9 @@ absl::Status SafetensorsModel::FinishPacked() {
   if (auto status = writer_->Write(text); !status.ok()) return status;
   for (size_t i = 0; i < entries.size(); ++i) {
     absl::Status status;
-    if (packed[i]) {
-      for (const SpooledPart& part : packed[i]->parts) {
-        status = writer_->CopyFrom(*packed_bytes, part.offset, part.length);
+    if (packed_[i]) {
+      for (const SpooledPart& part : packed_[i]->parts) {
+        status = writer_->CopyFrom(*packed_bytes_, part.offset, part.length);
         if (!status.ok()) return status;
       }
       continue;

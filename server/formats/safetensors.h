@@ -17,6 +17,7 @@
 #include "server/formats/model.h"
 #include "server/formats/model_files.h"
 #include "server/formats/safetensors_header.h"
+#include "server/formats/safetensors_quantized.h"
 
 namespace bonsai::formats {
 
@@ -56,6 +57,9 @@ class SafetensorsModel final : public Model {
     return output_entries_;
   }
   const InputFile& input() const { return input_; }
+  // After FinishOutput: the quantized tensors stored packed, for the
+  // folder's config.json.
+  const std::vector<QuantizedTensorNote>& quantized_notes() const { return quantized_notes_; }
   // Frees the cached bytes of the last tensor read: a sharded model keeps
   // one tensor's buffers in memory, not one per shard.
   void DropCachedBytes() const {
@@ -76,6 +80,10 @@ class SafetensorsModel final : public Model {
   absl::StatusOr<std::shared_ptr<storage::SpoolFile>> HeldBytes();
   absl::Status FinishDense();
   absl::Status FinishPacked();
+  // Packed output of a quantized tensor, from its float values as written.
+  absl::Status PackQuantized(size_t index, const tensor::FloatTensor& values,
+                             const PackingHint& packing);
+  absl::Status SpoolPacked(size_t index, const PackedTensor& form);
 
   // Where a written tensor's bytes wait when they cannot stream yet.
   struct Held {
@@ -90,6 +98,20 @@ class SafetensorsModel final : public Model {
   std::vector<std::optional<Held>> held_;  // parallel to entries
   std::shared_ptr<storage::SpoolFile> held_bytes_;
   std::vector<std::pair<std::string, uint64_t>> output_entries_;
+
+  // Packed output: each packed tensor's parts wait in packed_bytes_.
+  struct SpooledPart {
+    std::string name, dtype;
+    std::vector<int64_t> shape;
+    uint64_t offset = 0, length = 0;  // in packed_bytes_
+  };
+  struct Spooled {
+    std::vector<SpooledPart> parts;
+    nlohmann::json description;
+  };
+  std::vector<std::optional<Spooled>> packed_;  // parallel to entries
+  std::shared_ptr<storage::SpoolFile> packed_bytes_;
+  std::vector<QuantizedTensorNote> quantized_notes_;
 
   mutable std::string raw_;  // the last tensor's stored bytes
   mutable int64_t raw_index_ = -1;

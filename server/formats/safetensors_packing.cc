@@ -234,6 +234,8 @@ std::optional<PackedTensor> PackSafetensor(const SafetensorsEntry& entry,
       return PackSigns(entry, data, layout, /*ternary=*/false);
     case Packing::kTernary:
       return PackSigns(entry, data, layout, /*ternary=*/true);
+    case Packing::kQuantized:  // packed at Write, from the float values (safetensors_quantized.h)
+      return std::nullopt;
   }
   return std::nullopt;
 }

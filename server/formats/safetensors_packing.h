@@ -40,6 +40,9 @@ struct PackedPart {
   std::string dtype;   // safetensors spelling
   std::vector<int64_t> shape;
   std::string bytes;
+  std::string name;    // when set, the part's whole name instead (GPTQ's "qweight")
+
+  std::string NameFor(const std::string& tensor) const { return name.empty() ? tensor + suffix : name; }
 };
 
 struct PackedTensor {

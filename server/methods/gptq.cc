@@ -63,6 +63,7 @@ absl::StatusOr<MethodOutcome> GptqMethod::Apply(const WeightTensor& weight,
   MethodOutcome outcome;
   outcome.note = GroupTailNote(g.cols(), spec_);
   outcome.reconstruction_error = RelativeReconstructionError(*numerator, layer.denominator());
+  outcome.packing = QuantizedPacking(spec_, g.rows, g.cols(), sweep.grids());
   return outcome;
 }
 

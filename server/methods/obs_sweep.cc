@@ -112,6 +112,8 @@ class ObsSweep::Impl {
     return absl::OkStatus();
   }
 
+  const std::vector<Grid>& grids() const { return grids_; }
+
   absl::StatusOr<double> Finish() {
     if (quantizing_) {
       const double change = layer_.WriteBack();
@@ -368,5 +370,7 @@ absl::Status ObsSweep::Run(const ProgressTick& tick, absl::string_view method,
 }
 
 absl::StatusOr<double> ObsSweep::Finish() { return impl_->Finish(); }
+
+const std::vector<Grid>& ObsSweep::grids() const { return impl_->grids(); }
 
 }  // namespace bonsai::methods

@@ -84,6 +84,10 @@ class ObsSweep {
   // Leaves W' in the tensor and returns tr(dW (H/n) dW^T) >= 0.
   absl::StatusOr<double> Finish();
 
+  // Quantizing, after Run: the grid of each row and natural group (rows x
+  // groups, row-major), which packed output stores beside the codes.
+  const std::vector<Grid>& grids() const;
+
  private:
   class Impl;
   std::unique_ptr<Impl> impl_;

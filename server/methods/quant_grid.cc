@@ -79,7 +79,7 @@ void QuantizeSpan(absl::Span<float> values, const Grid& grid, float max_code) {
   for (; i < values.size(); ++i) values[i] = Quantize(values[i], grid, max_code);
 }
 
-void QuantizeRow(absl::Span<float> row, const QuantSpec& spec) {
+void QuantizeRow(absl::Span<float> row, const QuantSpec& spec, Grid* grids) {
   const int64_t d = static_cast<int64_t>(row.size());
   const int64_t width = spec.GroupColumns(d);
   const float max_code = spec.max_code();
@@ -87,8 +87,31 @@ void QuantizeRow(absl::Span<float> row, const QuantSpec& spec) {
     const absl::Span<float> group = row.subspan(first, std::min(width, d - first));
     float lo, hi;
     RangeWithZero(group, &lo, &hi);
-    QuantizeSpan(group, ChooseGrid(lo, hi, spec), max_code);
+    const Grid grid = ChooseGrid(lo, hi, spec);
+    if (grids != nullptr) grids[first / width] = grid;
+    QuantizeSpan(group, grid, max_code);
   }
+}
+
+formats::PackingHint QuantizedPacking(const QuantSpec& spec, int64_t rows, int64_t d,
+                                      const std::vector<Grid>& grids) {
+  auto quant = std::make_shared<formats::QuantGrids>();
+  quant->bits = spec.bits;
+  quant->symmetric = spec.symmetric;
+  quant->group_size = spec.group_size;
+  quant->group_columns = spec.GroupColumns(d);
+  quant->rows = rows;
+  quant->groups = GroupCount(d, spec);
+  quant->scales.reserve(grids.size());
+  quant->zeros.reserve(grids.size());
+  for (const Grid& grid : grids) {
+    quant->scales.push_back(grid.scale);
+    quant->zeros.push_back(grid.zero);
+  }
+  formats::PackingHint hint;
+  hint.packing = formats::Packing::kQuantized;
+  hint.quant = std::move(quant);
+  return hint;
 }
 
 absl::Status CheckQuantizable(absl::string_view method, absl::string_view tensor,

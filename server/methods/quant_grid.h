@@ -20,10 +20,12 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "server/formats/model.h"
 
 namespace bonsai::methods {
 
@@ -76,8 +78,20 @@ void RangeWithZero(absl::Span<const float> values, float* lo, float* hi);
 void QuantizeSpan(absl::Span<float> values, const Grid& grid, float max_code);
 
 // Chooses the grid of each group of a row (contiguous, in column order)
-// and quantizes it in place: round-to-nearest.
-void QuantizeRow(absl::Span<float> row, const QuantSpec& spec);
+// and quantizes it in place: round-to-nearest. The grids go to `grids`
+// (one per group) when it is not null.
+void QuantizeRow(absl::Span<float> row, const QuantSpec& spec, Grid* grids = nullptr);
+
+// Groups per row of d columns.
+inline int64_t GroupCount(int64_t d, const QuantSpec& spec) {
+  const int64_t width = spec.GroupColumns(d);
+  return width > 0 ? (d + width - 1) / width : 0;
+}
+
+// The packing hint of a quantized weight of `rows` x d from its grids
+// (rows x GroupCount(d), row-major): what packed output stores beside the codes.
+formats::PackingHint QuantizedPacking(const QuantSpec& spec, int64_t rows, int64_t d,
+                                      const std::vector<Grid>& grids);
 
 // InvalidArgument naming the tensor when a weight is NaN, infinite or so
 // large (|w| >= 2^126) that a group's range would overflow.

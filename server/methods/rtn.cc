@@ -33,6 +33,8 @@ absl::StatusOr<MethodOutcome> RtnMethod::Apply(const WeightTensor& weight,
     if (auto s = CheckCalibration("rtn", weight, g); !s.ok()) return s;
   }
   const int64_t d = g.cols();
+  const int64_t groups = GroupCount(d, spec_);
+  std::vector<Grid> grids(static_cast<size_t>(g.rows * groups));
   MethodOutcome outcome;
   outcome.note = GroupTailNote(d, spec_);
   auto stopped = [&] {
@@ -44,7 +46,9 @@ absl::StatusOr<MethodOutcome> RtnMethod::Apply(const WeightTensor& weight,
     // independent, so two halves of a long step may run on two cores
     // (spare_cores.h) with the same result.
     auto quantize_rows = [&](int64_t first, int64_t end) {
-      for (int64_t r = first; r < end; ++r) QuantizeRow(values.subspan(r * g.row_stride, d), spec_);
+      for (int64_t r = first; r < end; ++r) {
+        QuantizeRow(values.subspan(r * g.row_stride, d), spec_, grids.data() + r * groups);
+      }
     };
     const int64_t half = std::max<int64_t>(
         kRowChunk, static_cast<int64_t>(tensor::kWorthASecondCore) / std::max<int64_t>(d, 1));
@@ -56,6 +60,7 @@ absl::StatusOr<MethodOutcome> RtnMethod::Apply(const WeightTensor& weight,
           [&] { quantize_rows(first, middle); }, [&] { quantize_rows(middle, end); });
       if (tick && !tick(static_cast<double>(end) / g.rows)) return stopped();
     }
+    outcome.packing = QuantizedPacking(spec_, g.rows, d, grids);
     return outcome;
   }
 
@@ -72,7 +77,9 @@ absl::StatusOr<MethodOutcome> RtnMethod::Apply(const WeightTensor& weight,
     const tensor::Matrix w = tensor::MatrixOf(absl::MakeSpan(rows).subspan(0, count * d), count, d);
     GatherRows(g, values, first, w);
     if (measure) std::copy(rows.begin(), rows.begin() + count * d, before.begin());
-    for (int64_t r = 0; r < count; ++r) QuantizeRow(w.data.subspan(r * d, d), spec_);
+    for (int64_t r = 0; r < count; ++r) {
+      QuantizeRow(w.data.subspan(r * d, d), spec_, grids.data() + (first + r) * groups);
+    }
     ScatterRows(g, w, first, values);
     if (measure) {
       const tensor::Matrix original =
@@ -88,6 +95,7 @@ absl::StatusOr<MethodOutcome> RtnMethod::Apply(const WeightTensor& weight,
     if (tick && !tick(static_cast<double>(first + count) / g.rows)) return stopped();
   }
   if (measure) outcome.reconstruction_error = RelativeReconstructionError(num, den);
+  outcome.packing = QuantizedPacking(spec_, g.rows, d, grids);
   return outcome;
 }
 

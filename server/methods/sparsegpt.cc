@@ -68,6 +68,10 @@ absl::StatusOr<MethodOutcome> SparseGptMethod::Apply(const WeightTensor& weight,
     if (!tail.empty()) {
       outcome.note = outcome.note.empty() ? tail : absl::StrCat(outcome.note, "; ", tail);
     }
+    // The zeros are codes of the grid like any other weight: the quantized
+    // layouts store them at their bit width, which beats a sparse encoding
+    // of the float values.
+    outcome.packing = QuantizedPacking(quant_, g.rows, g.cols(), sweep.grids());
   }
   outcome.reconstruction_error = RelativeReconstructionError(*numerator, layer.denominator());
   return outcome;

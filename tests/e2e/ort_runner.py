@@ -31,7 +31,8 @@ const ARRAYS = {float32: Float32Array, float64: Float64Array, int32: Int32Array,
                 uint8: Uint8Array, bool: Uint8Array, float16: Uint16Array};
 (async () => {
   const request = JSON.parse(fs.readFileSync(process.argv[4], 'utf8'));
-  const session = await ort.InferenceSession.create(process.argv[3]);
+  const options = process.argv[6] ? JSON.parse(fs.readFileSync(process.argv[6], 'utf8')) : {};
+  const session = await ort.InferenceSession.create(process.argv[3], options);
   const feeds = {};
   for (const [name, t] of Object.entries(request)) {
     const raw = Buffer.from(t.data, 'base64');
@@ -62,10 +63,14 @@ def check_runtime() -> None:
         raise RuntimeMissing(f"onnxruntime-node is missing ({ORT_DIR}); run deploy/install-deps.sh")
 
 
-def run_onnx(model_bytes: bytes, inputs: dict) -> dict:
+def run_onnx(model_bytes: bytes, inputs: dict, session_options: dict = None) -> dict:
+    """`session_options`: onnxruntime-node's InferenceSession options, e.g.
+    {"graphOptimizationLevel": "basic"}."""
     check_runtime()
     with tempfile.TemporaryDirectory(prefix="bonsai-ort-") as tmp:
-        paths = {k: os.path.join(tmp, k) for k in ("model.onnx", "in.json", "out.json", "run.js")}
+        paths = {k: os.path.join(tmp, k) for k in ("model.onnx", "in.json", "out.json", "run.js", "options.json")}
+        with open(paths["options.json"], "w") as f:
+            json.dump(session_options or {}, f)
         with open(paths["model.onnx"], "wb") as f:
             f.write(model_bytes)
         request = {}
@@ -77,7 +82,8 @@ def run_onnx(model_bytes: bytes, inputs: dict) -> dict:
             json.dump(request, f)
         with open(paths["run.js"], "w") as f:
             f.write(_SCRIPT)
-        proc = subprocess.run(["node", paths["run.js"], ORT_DIR, paths["model.onnx"], paths["in.json"], paths["out.json"]],
+        proc = subprocess.run(["node", paths["run.js"], ORT_DIR, paths["model.onnx"], paths["in.json"], paths["out.json"],
+                               paths["options.json"]],
                               capture_output=True, text=True, timeout=RUN_TIMEOUT)
         if proc.returncode != 0:
             raise RuntimeError(f"onnxruntime-node failed ({proc.returncode}): {proc.stderr.strip()[-4000:]}")

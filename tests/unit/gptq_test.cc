@@ -188,7 +188,11 @@ TEST(SparseGptQuantTest, TwoFourAndFourBitsHoldTogether) {
     }
     for (int64_t g = 0; g < d; g += 32) EXPECT_LE(Levels(joint.values.values, d, o, g, 32), 16u);
   }
-  EXPECT_EQ(outcome->packing.packing, formats::Packing::kNM);
+  // Packed, the zeros are 4-bit codes like the rest: smaller than the N:M
+  // encoding of float values, and what the quantized layouts store.
+  EXPECT_EQ(outcome->packing.packing, formats::Packing::kQuantized);
+  ASSERT_NE(outcome->packing.quant, nullptr);
+  EXPECT_EQ(outcome->packing.quant->groups, d / 32);
   const double actual = OutputError(before, joint.values.values, x, out, n, d);
   EXPECT_NEAR(outcome->reconstruction_error, actual, 2e-3 * actual);
 

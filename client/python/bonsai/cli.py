@@ -132,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="an llm-compressor recipe YAML (SparseGPTModifier, WandaPruningModifier, "
                         "MagnitudePruningModifier, QuantizationModifier, GPTQModifier) (default: none)")
     c.add_argument("--output", choices=("dense", "packed"), default="dense", help="storage of the output")
+    c.add_argument("--quantized-layout", choices=("compressed-tensors", "gptq"), default=None,
+                   help="packed safetensors layout of quantized weights (default: compressed-tensors)")
     c.add_argument("--calibration", metavar="FILE",
                    help="safetensors of Gram matrices (bonsai.calibration) (default: none)")
     c.add_argument("--report-json", metavar="FILE", help="also write the report as protobuf JSON (default: no)")
@@ -225,6 +227,7 @@ def _compress(client: Client, args) -> None:
             args.input, method=args.method, sparsity=args.sparsity, scope=args.scope,
             include=args.include, exclude=args.exclude, include_only=args.include_only,
             overrides=_overrides(args.override), options=options, rules=rules, output=args.output,
+            quantized_layout=args.quantized_layout,
             calibration=args.calibration, output_path=args.output_file,
             progress=bars.progress, upload_progress=bars.upload, download_progress=bars.download,
             parallel=args.parallel, shard_progress=bars.shards)
@@ -236,7 +239,7 @@ def _compress(client: Client, args) -> None:
             f.write("\n")
     if args.report_html:
         result.save_html(args.report_html, title=f"bonsai: {os.path.basename(os.path.normpath(args.input))}")
-    print(format_report(result.report))
+    print(format_report(result.report, packed=args.output == "packed"))
     for job in getattr(result, "shard_jobs", ()):
         t = job.report.timings
         print(f"job {job.index}: {', '.join(job.files)} on {job.replica}: {job.seconds:.2f} s "

@@ -185,6 +185,7 @@ class Client:
         rules: Iterable = (),
         recipe=None,
         output: str = "dense",
+        quantized_layout: Optional[str] = None,
         calibration: Optional[ModelInput] = None,
         progress: Optional[Callable[[pb.Progress], None]] = None,
         output_path=None,
@@ -209,6 +210,9 @@ class Client:
         via `bonsai.recipes.load_rules`) or `recipe` (an llm-compressor
         recipe: a YAML path, text or mapping) give a method per pattern
         instead, and then method and sparsity stay unset.
+
+        `quantized_layout` picks how packed output stores quantized
+        safetensors weights: "compressed-tensors" (default) or "gptq".
 
         `progress` receives the server's Progress messages; `upload_progress`
         (bytes sent so far, total) and `download_progress` (bytes received,
@@ -240,7 +244,8 @@ class Client:
                 shard_progress=shard_progress, timeout=timeout,
                 spec_kwargs=dict(method=method, sparsity=sparsity, scope=scope, include=include,
                                  exclude=exclude, include_only=include_only, overrides=overrides,
-                                 options=options, rules=rules, output=output))
+                                 options=options, rules=rules, output=output,
+                                 quantized_layout=quantized_layout))
         files = model_files.collect(model)
         paths = model_files.output_paths(files, model, output_path)
         calib = ByteSource(calibration) if calibration is not None else None
@@ -249,6 +254,7 @@ class Client:
         spec = specs.compression_spec(
             method=method, sparsity=sparsity, scope=scope, include=include, exclude=exclude,
             include_only=include_only, overrides=overrides, options=options, rules=rules, output=output,
+            quantized_layout=quantized_layout,
             files=[pb.FileDeclaration(name=f.name, size_bytes=f.source.size) for f in files],
             calibration_size_bytes=calib.size if calib else None)
         parts = []

@@ -41,6 +41,32 @@ Elements count in row-major (C) order of the original shape.
     ``.codes`` U8 ``[ceil(count/4)]``, 2 bits per element: 0 = +0.0,
     1 = +scale, 2 = -scale, 3 = -0.0; ``.scales`` as for binary.
 
+Quantized weights (rtn, gptq, sparsegpt with bits) are stored in a layout
+that runtimes read without bonsai, chosen by the request's
+``quantized_layout``. Either way a weight is ``scale * (code - zero)``
+computed in float32 (codes and zero points integers, scales float32) and
+then rounded to the tensor's own dtype, which is exactly the dense output.
+The tensor is viewed as ``rows x cols``: output channels by the flattened
+remaining axes (``in * kh * kw`` for a Conv weight); group ``g`` of a row is
+columns ``[g * group_size, (g + 1) * group_size)``, the last one shorter when
+``group_size`` does not divide ``cols``. Words are little-endian int32; a
+word holds ``p = 32 // bits`` codes (10 at 3 bits), code ``j`` at bits
+``j * bits``. Its description has ``"bits"``, ``"group_size"`` (columns per
+group) and ``"symmetric"``, and ``__metadata__`` has ``quantization_config``
+(a JSON string; the same object goes into a folder's ``config.json``).
+
+``pack-quantized`` (compressed-tensors, read by vLLM and llm-compressor)
+    ``<w>_packed`` I32 ``[rows, ceil(cols / p)]``: codes packed along the
+    columns; ``<w>_scale`` F32 ``[rows, groups]``; ``<w>_zero_point`` I32
+    ``[ceil(rows / p), groups]``: zero codes packed along the rows (absent
+    when symmetric: the zero code is ``2**(bits-1)``); ``<w>_shape`` I32: the
+    dense shape. compressed-tensors' signed values are ``code - 2**(bits-1)``.
+``gptq`` (AutoGPTQ's checkpoint format), parts named from ``<prefix>weight``
+    ``<prefix>qweight`` I32 ``[ceil(cols / p), rows]``: codes packed along the
+    columns; ``<prefix>qzeros`` I32 ``[groups, ceil(rows / p)]``:
+    ``(zero - 1) mod 2**bits`` packed along the rows; ``<prefix>scales`` F32
+    ``[groups, rows]``; ``<prefix>g_idx`` I32 ``[cols]``: each column's group.
+
 ``unpack`` returns every tensor of the file (packed or not) with the dense
 values bit for bit as the dense output would hold them. numpy has no
 bfloat16: BF16 tensors come back as float32 (exact) or, with
@@ -129,6 +155,8 @@ def _channels(description: dict, count: int) -> np.ndarray:
 
 def _unpack_one(description: dict, part) -> np.ndarray:
     dtype, shape, encoding = description["dtype"], list(description["shape"]), description["encoding"]
+    if encoding in ("pack-quantized", "gptq"):
+        return _unpack_quantized(description, part)
     count = int(np.prod(shape, dtype=np.int64))
     storage = _BITS[dtype]
     if encoding == "bitmask":
@@ -159,6 +187,65 @@ def _unpack_one(description: dict, part) -> np.ndarray:
                                [scales, -scales, np.float32(-0.0)], np.float32(0.0))
         return _float_bits(values, dtype).reshape(shape)
     raise ValueError(f"unknown packed encoding {encoding!r}")
+
+
+def _words(part: np.ndarray) -> np.ndarray:
+    return np.asarray(part).view(np.uint32)
+
+
+def _unpack_codes(words: np.ndarray, bits: int, count: int, axis: int) -> np.ndarray:
+    """Codes packed p = 32 // bits to a uint32 word along `axis` of a 2-D array."""
+    per = 32 // bits
+    shifts = (np.arange(per, dtype=np.uint32) * bits)
+    mask = np.uint32((1 << bits) - 1)
+    if axis == 1:
+        codes = (words[:, :, None] >> shifts[None, None, :]) & mask
+        return codes.reshape(words.shape[0], -1)[:, :count]
+    codes = (words[:, None, :] >> shifts[None, :, None]) & mask
+    return codes.reshape(-1, words.shape[1])[:count, :]
+
+
+def _round_to(values: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values as `dtype` bit patterns, rounded to nearest even as bonsai stores them."""
+    values = np.asarray(values, dtype=np.float32)
+    if dtype == "F32":
+        return values.view(np.uint32)
+    if dtype == "F64":
+        return values.astype(np.float64).view(np.uint64)
+    if dtype == "F16":
+        return values.astype(np.float16).view(np.uint16)
+    if dtype == "BF16":
+        bits = values.view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        return rounded.astype(np.uint16)
+    raise ValueError(f"unsupported dtype {dtype}")
+
+
+def _unpack_quantized(description: dict, part) -> np.ndarray:
+    shape, bits = list(description["shape"]), int(description["bits"])
+    rows = shape[0]
+    cols = int(np.prod(shape[1:], dtype=np.int64))
+    width = int(description["group_size"])
+    groups = -(-cols // width)
+    group_of = np.arange(cols) // width
+    mask = (1 << bits) - 1
+    if description["encoding"] == "pack-quantized":
+        codes = _unpack_codes(_words(part("packed")).reshape(rows, -1), bits, cols, axis=1)
+        scales = part("scale").view(np.float32).reshape(rows, groups)
+        if description["symmetric"]:
+            zeros = np.full((rows, groups), 1 << (bits - 1), dtype=np.uint32)
+        else:
+            zeros = _unpack_codes(_words(part("zero_point")).reshape(-1, groups), bits, rows, axis=0)
+    else:
+        codes = _unpack_codes(_words(part("qweight")).reshape(-1, rows), bits, cols, axis=0).T
+        scales = part("scales").view(np.float32).reshape(groups, rows).T
+        stored = _unpack_codes(_words(part("qzeros")).reshape(groups, -1), bits, rows, axis=1)
+        zeros = ((stored + 1) & mask).T
+        if not np.array_equal(part("g_idx").view(np.int32), group_of):
+            raise ValueError(f"{description['name']}: g_idx is not the natural group order")
+    steps = (codes.astype(np.int32) - zeros[:, group_of].astype(np.int32)).astype(np.float32)
+    values = scales[:, group_of] * steps  # float32, one rounding, as the server's grid
+    return _round_to(values, description["dtype"]).reshape(shape)
 
 
 def _as_numbers(bits: np.ndarray, dtype: str, bfloat16: str) -> np.ndarray:

@@ -32,12 +32,18 @@ def _shape(shape, after=()) -> str:
     return text
 
 
-def format_report(report: pb.CompressionReport) -> str:
+def format_report(report: pb.CompressionReport, packed: bool = False) -> str:
+    """With `packed`, each tensor's bytes as stored and bits per weight (codes,
+    scales and zero points of quantized weights; masks and indices of sparse
+    ones) are shown too."""
+    def sizes(t):
+        return (human_bytes(t.packed_bytes), f"{t.bits_per_weight:.3f}") if packed else ()
     rows = [(t.name, _shape(t.shape, t.shape_after), t.dtype, f"{t.sparsity:.4f}",
-             f"{t.relative_error:.4g}", t.method + (f" [{t.rule}]" if t.rule else ""), t.note)
+             f"{t.relative_error:.4g}") + sizes(t) + (t.method + (f" [{t.rule}]" if t.rule else ""), t.note)
             for t in report.tensors]
-    out = [table(("tensor", "shape", "dtype", "sparsity", "rel.error", "method", "note"), rows,
-                 right=(False, False, False, True, True))]
+    heads = ("tensor", "shape", "dtype", "sparsity", "rel.error") + (("stored", "bits/w") if packed else ()) + (
+        "method", "note")
+    out = [table(heads, rows, right=(False, False, False, True, True) + ((True, True) if packed else ()))]
     tot, tim = report.totals, report.timings
     out.append("")
     out.append(f"format       {report.format}    method {report.method}")
@@ -46,6 +52,9 @@ def format_report(report: pb.CompressionReport) -> str:
         params += f" -> {tot.params_after:,}"
     out.append(f"params       {params} (selected {tot.prunable_params:,}, nonzero after {tot.nonzero_after:,})")
     out.append(f"sparsity     {tot.sparsity:.4f} over the selected tensors")
+    if packed:
+        out.append(f"stored       {human_bytes(tot.packed_bytes)} of {human_bytes(tot.dense_bytes)} dense for the "
+                   f"selected tensors, {tot.bits_per_weight:.3f} bits per weight")
     out.append(f"bytes in     {human_bytes(tot.model_bytes_in)}")
     about = "~" if tot.model_bytes_out_zstd_estimated else ""
     out.append(f"bytes out    {human_bytes(tot.model_bytes_out)} (zstd {about}{human_bytes(tot.model_bytes_out_zstd)})")

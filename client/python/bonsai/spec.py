@@ -15,6 +15,8 @@ _NORMS = {"l1": pb.NORM_L1, "l2": pb.NORM_L2, None: pb.NORM_UNSPECIFIED}
 _MODES = {"mask": pb.STRUCTURED_MODE_MASK, "physical": pb.STRUCTURED_MODE_PHYSICAL,
           None: pb.STRUCTURED_MODE_UNSPECIFIED}
 _OUTPUTS = {"dense": pb.OUTPUT_MODE_DENSE, "packed": pb.OUTPUT_MODE_PACKED, None: pb.OUTPUT_MODE_UNSPECIFIED}
+_QUANTIZED_LAYOUTS = {"compressed-tensors": pb.QUANTIZED_LAYOUT_COMPRESSED_TENSORS, "gptq": pb.QUANTIZED_LAYOUT_GPTQ,
+                      None: pb.QUANTIZED_LAYOUT_UNSPECIFIED}
 # group_size is a proto3 `optional`: setting it, to 0 too, marks it present
 # (0: one grid per output channel); leaving it out (or None) means 128.
 _OPTION_FIELDS = ("n", "m", "norm", "structured_mode", "block_size", "dampening", "per_channel",
@@ -87,6 +89,7 @@ def compression_spec(
     output,
     files: Iterable[pb.FileDeclaration],
     calibration_size_bytes: Optional[int],
+    quantized_layout=None,
 ) -> pb.CompressionSpec:
     spec = pb.CompressionSpec(
         method=method,
@@ -98,6 +101,7 @@ def compression_spec(
         files=list(files),
         calibration_size_bytes=calibration_size_bytes or 0,
         output=output_enum(output),
+        quantized_layout=_enum(_QUANTIZED_LAYOUTS, quantized_layout, "quantized layout"),
     )
     for name, value in (overrides or {}).items():
         spec.sparsity_overrides[name] = float(value)
