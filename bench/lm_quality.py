@@ -67,7 +67,7 @@ class Config:
     d_ff: int = 1024
     context: int = 128
     seed: int = 0
-    steps: int = 300
+    steps: int = 1000
     batch: int = 16
     lr: float = 3e-3
     warmup: int = 30
@@ -475,7 +475,8 @@ def markdown(c: Config, sizes, dense_ppl, measured: List[Measured], selected, no
         f"- **Training**: `torch.manual_seed({c.seed})`, AdamW (β = 0.9, 0.95; weight decay {c.weight_decay} "
         f"on matrices), lr {c.lr} with {c.warmup} warm-up steps then cosine to a tenth, {c.steps} steps of "
         f"{c.batch} random windows of {c.context + 1} bytes, gradient clipping at 1. Short on purpose: "
-        "13 min here on one thread while other builds loaded the 2-core machine (the weights are then cached "
+        "8 min here on one thread of this 2-core machine, several times that while other builds load it (the "
+        "weights are then cached "
         "in `build/lm-quality/`, so only the first run trains). The model is under-trained "
         f"({math.log2(dense_ppl):.2f} bits per held-out byte); it is there to tell the methods apart, not to "
         "be a good model.",
