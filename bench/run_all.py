@@ -319,6 +319,28 @@ def bench_gptq(ctx: Context) -> List[Row]:
     ]
 
 
+def bench_lm_quality(ctx: Context) -> List[Row]:
+    """issue 11's quality table as bars: the orderings a correct SparseGPT,
+    Wanda and GPTQ show on a small LM (bench/lm_quality.py; docs/results.md
+    has the whole table). The trained LM is cached in BUILD_DIR/lm-quality.
+    --quick trains a 1-layer model for 40 steps: its orderings mean nothing."""
+    command = [sys.executable, os.path.join(HERE, "lm_quality.py"), "--server", ctx.env["BONSAI_SERVER"],
+               "--cache-dir", os.path.join(ctx.build_dir, "lm-quality")]
+    result = run_json(command + (["--quick"] if ctx.quick else []), ctx.env)
+    ctx.results["lm_quality"] = result
+    if result["problems"]:
+        raise RuntimeError("lm_quality: outputs of the wrong shape: " + "; ".join(result["problems"]))
+    ppl = {r["label"]: r["perplexity"] for r in result["rows"]}
+    rows = [Row("quality: byte LM held-out perplexity, dense", f"{result['dense_perplexity']:.3f}", "-", None,
+                "-", None, {"rows": result["rows"]})]
+    for o in result["orderings"]:
+        better, worse = ppl[o["better"]], ppl[o["worse"]]
+        rows.append(Row(f"quality: byte LM perplexity, {o['better']} vs {o['worse']}", f"{better:.3f}",
+                        f"{o['worse']} {worse:.3f}", worse / better, "-" if ctx.quick else "<= baseline",
+                        None if ctx.quick else o["held"]))
+    return rows
+
+
 # ------------------------------------------------------------ table
 
 # Run in this order (e2e first: its output is what torch's masks are compared
@@ -330,8 +352,9 @@ BENCHMARKS: Dict[str, Callable[[Context], List[Row]]] = {
     "sparsegpt": bench_sparsegpt,
     "sharded": bench_sharded,
     "gptq": bench_gptq,
+    "lm_quality": bench_lm_quality,
 }
-DISPLAY = ["engine", "e2e", "sharded", "elementwise", "sparsegpt", "gptq"]
+DISPLAY = ["engine", "e2e", "sharded", "elementwise", "sparsegpt", "gptq", "lm_quality"]
 
 
 def format_table(rows: List[Row]) -> str:

@@ -4,7 +4,7 @@
 # missing, so `make run` / `make test` stay fast on a machine that has them.
 # Used by the Makefile, .ci/run and the Dockerfile's build stage.
 #
-#   deploy/install-deps.sh            build + runtime + test packages
+#   deploy/install-deps.sh            build + runtime + test + bench packages
 #   deploy/install-deps.sh --build    only what compiling the server needs
 set -euo pipefail
 
@@ -34,10 +34,14 @@ TEST_PACKAGES=(
   # the HTML report is rendered in a real browser (headless)
   chromium
 )
+BENCH_PACKAGES=(
+  # bench/lm_quality.py trains its language model on this text (2.8 MB)
+  fortunes
+)
 
 wanted=("${BUILD_PACKAGES[@]}")
 if [[ "${1:-}" != "--build" ]]; then
-  wanted+=("${PYTHON_PACKAGES[@]}" "${TEST_PACKAGES[@]}")
+  wanted+=("${PYTHON_PACKAGES[@]}" "${TEST_PACKAGES[@]}" "${BENCH_PACKAGES[@]}")
 fi
 
 missing=()
