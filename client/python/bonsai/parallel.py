@@ -26,11 +26,12 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import grpc
 
@@ -465,6 +466,62 @@ def merge_reports(jobs: List[ShardJob], spec: pb.CompressionSpec, passed: List[p
     return merged
 
 
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+_HEAD_NAMES = {"lm_head", "classifier", "score", "head"}
+
+
+def _weights_in_order(header: dict) -> List[Tuple[str, bool, bool]]:
+    """(name, is a weight matrix, selected by default) for a shard's tensors
+    in the server's order (by data offset), by the server's rules
+    (formats/safetensors.cc): a floating tensor of rank >= 2 is a weight
+    matrix, selected unless its name marks an embedding."""
+    entries = sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
+                     key=lambda kv: (kv[1]["data_offsets"][0], kv[0].encode()))
+    out = []
+    for name, entry in entries:
+        matrix = entry["dtype"] in _FLOAT_DTYPES and len(entry["shape"]) >= 2
+        count = 1
+        for d in entry["shape"]:
+            count *= d
+        embedding = any(m in name.lower() for m in ("embed", "wte", "wpe", "lm_head"))
+        out.append((name, matrix, matrix and count > 0 and not embedding))
+    return out
+
+
+def _output_heads(weights: List[Tuple[str, bool, bool]]) -> set:
+    """The tensors one job over `weights` leaves out of structured pruning as
+    output heads (formats/safetensors.cc MarkOutputHeads)."""
+    named = {n for n, matrix, _ in weights if matrix and _HEAD_NAMES & set(n.split("."))}
+    if named:
+        return named
+    selected = [n for n, _, chosen in weights if chosen]
+    return {selected[-1]} if len(selected) >= 2 else set()
+
+
+def _align_heads(kwargs: dict, whole: set, part: set) -> dict:
+    """A shard job sees only its own tensors, so it may take another tensor
+    for the output head than one job over the folder would. The job is told
+    to prune the tensors only it would leave alone (an include naming a head
+    prunes it), and to leave alone the folder's heads it would prune: with a
+    sparsity override of 0 (which names the tensor and changes nothing), or,
+    with rules, where an override needs a rule, with an exclude."""
+    kwargs = dict(kwargs)
+    # A head the user names (an include or an override) is pruned by both.
+    named = [n for n in whole - part
+             if n in kwargs["overrides"] or any(re.search(p, n) for p in kwargs.get("include") or ())]
+    keep = sorted(whole - part - set(named))
+    kwargs["include"] = list(kwargs.get("include") or ()) + [f"^{re.escape(n)}$" for n in sorted(part - whole)]
+    if kwargs.get("rules"):
+        kwargs["exclude"] = list(kwargs.get("exclude") or ()) + [f"^{re.escape(n)}$" for n in keep]
+    else:
+        kwargs["overrides"] = {**kwargs["overrides"], **{n: 0.0 for n in keep}}
+    return kwargs
+
+
+def _uses_structured(spec: pb.CompressionSpec) -> bool:
+    return spec.method == "structured" or any(r.method == "structured" for r in spec.rules)
+
+
 def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_path,
                       shard_progress: Optional[Callable[[int, int], None]] = None,
                       timeout: Optional[float] = None) -> CompressResult:
@@ -507,6 +564,9 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
 
     base_spec = specs.compression_spec(files=[], calibration_size_bytes=None, **spec_kwargs)
     exchange = needs_exchange(base_spec)
+    structured = _uses_structured(base_spec)
+    weights_of = {s.name: _weights_in_order(input_headers[s.name]) for s in shards}
+    whole_heads = _output_heads([w for s in shards for w in weights_of[s.name]]) if structured else set()
 
     targets = resolve(client.targets)
     replicas = [Replica(t, host, client._credentials, client._channel_options) for t, host in targets]
@@ -561,6 +621,9 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
                     job_calibration = destination
             kwargs = dict(spec_kwargs)
             kwargs["overrides"] = {k: v for k, v in overrides.items() if k in names}
+            if structured:
+                part_heads = _output_heads([w for s in job_shards for w in weights_of[s.name]])
+                kwargs = _align_heads(kwargs, whole_heads & names, part_heads)
             spec = specs.compression_spec(
                 files=[pb.FileDeclaration(name=s.name, size_bytes=s.source.size) for s in job_shards],
                 calibration_size_bytes=os.path.getsize(job_calibration) if job_calibration else None, **kwargs)
