@@ -28,6 +28,7 @@
 #include "server/api/graceful_shutdown.h"
 #include "server/api/server_credentials.h"
 #include "server/engine/job_scheduler.h"
+#include "server/methods/method_config.h"
 #include "server/observability/grpc_metrics_interceptor.h"
 #include "server/observability/job_log.h"
 #include "server/observability/log.h"
@@ -150,6 +151,11 @@ void ConfigureUsage() {
 int main(int argc, char** argv) {
   ConfigureUsage();
   absl::ParseCommandLine(argc, argv);
+  {
+    std::vector<std::string> methods;
+    for (const auto& method : bonsai::methods::DescribeMethods()) methods.push_back(method.name);
+    bonsai::observability::SetMethodLabels(std::move(methods));
+  }
   if (auto format = bonsai::observability::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
       format.ok()) {
     bonsai::observability::SetLogFormat(*format);

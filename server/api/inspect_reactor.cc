@@ -1,6 +1,7 @@
 #include "server/api/inspect_reactor.h"
 
 #include "server/api/admission.h"
+#include "server/api/call_outcome.h"
 #include "server/api/status_util.h"
 #include "server/engine/inspect_job.h"
 #include "server/observability/job_log.h"
@@ -137,6 +138,7 @@ void InspectReactor::OnDone() {
   context_.calls->Remove(this);
   {
     absl::MutexLock lock(&mu_);
+    RecordCallOutcome("inspect", format_, sent_status_);
     observability::LogJob(
         {job_id_, "Inspect", peer_, "-", format_, uploads_.received_bytes(), 0,
          std::chrono::duration<double>(std::chrono::steady_clock::now() - call_start_).count(),

@@ -6,23 +6,20 @@
 #include <exception>
 #include <memory>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/text_serializer.h"
 #include "server/observability/admitted_jobs_collector.h"
+#include "server/observability/job_log.h"
 #include "server/observability/process_collector.h"
 #include "server/observability/registry.h"
-
-#ifndef BONSAI_VERSION
-#define BONSAI_VERSION "unknown"
-#endif
-#ifndef BONSAI_REVISION
-#define BONSAI_REVISION "unknown"
-#endif
 
 namespace bonsai::observability {
 namespace {
@@ -32,9 +29,21 @@ using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 using prometheus::Histogram;
 
-constexpr std::array<std::string_view, 10> kMethods = {
-    "magnitude", "nm",        "structured", "wanda", "sparsegpt",
-    "binarize",  "ternarize", "rtn",        "gptq",  "inspect"};
+// The method label's values: set at start from the method registry (the
+// server's one list of methods) plus "recipe" and "inspect"; anything else
+// is "other", so a client cannot grow the label's cardinality.
+absl::Mutex method_labels_mu;
+std::vector<std::string>* method_labels ABSL_GUARDED_BY(method_labels_mu) = nullptr;
+
+std::string MethodLabel(std::string_view method) {
+  absl::MutexLock lock(&method_labels_mu);
+  if (method_labels != nullptr) {
+    for (const std::string& known : *method_labels) {
+      if (method == known) return known;
+    }
+  }
+  return "other";
+}
 constexpr std::array<std::string_view, 2> kFormats = {"onnx", "safetensors"};
 constexpr std::array<std::string_view, 5> kReasons = {"queue_full", "peer_limit", "too_large",
                                                       "shutting_down", "spool_full"};
@@ -122,7 +131,7 @@ struct Metrics {
         .Name("bonsai_build_info")
         .Help("Always 1; the labels tell which build is running.")
         .Register(r)
-        .Add({{"version", BONSAI_VERSION}, {"revision", BONSAI_REVISION}})
+        .Add({{"version", BuildVersion()}, {"revision", BuildRevision()}})
         .Set(1);
     // Known series exist at zero from the start, so rate() and ratios over
     // them return a value before the first event rather than nothing.
@@ -194,10 +203,18 @@ absl::Status StartMetricsEndpoint(const std::string& listen, int workers) {
   return absl::OkStatus();
 }
 
+void SetMethodLabels(std::vector<std::string> methods) {
+  methods.push_back("recipe");
+  methods.push_back("inspect");
+  absl::MutexLock lock(&method_labels_mu);
+  delete method_labels;
+  method_labels = new std::vector<std::string>(std::move(methods));
+}
+
 void RecordJob(std::string_view method, std::string_view format, JobOutcome outcome) {
   Get()
       .jobs
-      .Add({{"method", Bounded(method, kMethods, "other")},
+      .Add({{"method", MethodLabel(method)},
             {"format", Bounded(format, kFormats, "unknown")},
             {"outcome", std::string(OutcomeName(outcome))}})
       .Increment();

@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -29,6 +30,10 @@ absl::Status StartMetricsEndpoint(const std::string& listen, int workers);
 // The port the metrics endpoint bound (the one chosen for ":0"); 0 when off.
 int BoundMetricsPort();
 
+// The methods the server offers (from the method registry), the values the
+// method label may take besides "recipe", "inspect" and "other".
+void SetMethodLabels(std::vector<std::string> methods);
+// method: a method's name, "recipe" for a job with rules, "inspect".
 void RecordJob(std::string_view method, std::string_view format, JobOutcome outcome);
 void RecordStageSeconds(JobStage stage, double seconds);
 // queue_full, peer_limit, too_large, spool_full, shutting_down

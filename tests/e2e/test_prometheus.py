@@ -241,6 +241,9 @@ def test_jobs_are_counted_by_outcome(scraped):
     outcomes = {r["metric"]["outcome"] for r in
                 scraped.query('sum by (outcome) (bonsai_jobs_total) > 0')["data"]["result"]}
     assert {"ok", "invalid"} <= outcomes, outcomes
+    methods = {r["metric"]["method"] for r in
+               scraped.query('sum by (method) (bonsai_jobs_total) > 0')["data"]["result"]}
+    assert {"magnitude", "inspect"} <= methods, methods  # Inspect calls are jobs too
     assert scraped.scalar('sum(bonsai_rejected_total{reason="too_large"})') >= 1
     codes = {r["metric"]["grpc_code"] for r in scraped.query(
         'sum by (grpc_code) (grpc_server_handled_total{grpc_service="bonsai.v1.Compressor"})')["data"]["result"]}
@@ -252,7 +255,7 @@ def test_labels_stay_bounded(scraped):
     are from fixed sets, gRPC methods are the API's own."""
     allowed = {
         "method": {"magnitude", "nm", "structured", "wanda", "sparsegpt", "binarize", "ternarize",
-                   "rtn", "gptq", "inspect", "other"},
+                   "rtn", "gptq", "recipe", "inspect", "other"},
         "format": {"onnx", "safetensors", "unknown"},
         "outcome": {"ok", "invalid", "rejected", "cancelled", "failed"},
         "grpc_method": {"Compress", "Inspect", "GetCapabilities", "Check", "Watch",

@@ -57,6 +57,7 @@ TEST(MetricsTest, RecordedJobsAppearWithMethodFormatAndOutcome) {
   const double cancelled_before = std::max(0.0, Sample(cancelled));
   const double compress_before = Sample(compress);
   const double models_before = Sample("bonsai_model_bytes_count");
+  SetMethodLabels({"magnitude", "wanda"});
   RecordJob("magnitude", "onnx", JobOutcome::kOk);
   RecordJob("wanda", "safetensors", JobOutcome::kCancelled);
   RecordStageSeconds(JobStage::kCompress, 0.2);
@@ -67,6 +68,24 @@ TEST(MetricsTest, RecordedJobsAppearWithMethodFormatAndOutcome) {
   EXPECT_EQ(Sample(compress), compress_before + 1);
   EXPECT_EQ(Sample("bonsai_model_bytes_count"), models_before + 1);
   EXPECT_GE(Sample("bonsai_compression_ratio_sum"), 2.5);
+}
+
+TEST(MetricsTest, MethodLabelsComeFromTheListSetAtStartPlusRecipeAndInspect) {
+  SetMethodLabels({"magnitude", "gptq"});
+  const std::string recipe = R"(bonsai_jobs_total{format="safetensors",method="recipe",outcome="ok"})";
+  const std::string inspect = R"(bonsai_jobs_total{format="onnx",method="inspect",outcome="ok"})";
+  const std::string gptq = R"(bonsai_jobs_total{format="onnx",method="gptq",outcome="failed"})";
+  const double recipe_before = std::max(0.0, Sample(recipe));
+  const double inspect_before = std::max(0.0, Sample(inspect));
+  const double gptq_before = std::max(0.0, Sample(gptq));
+  RecordJob("recipe", "safetensors", JobOutcome::kOk);
+  RecordJob("inspect", "onnx", JobOutcome::kOk);
+  RecordJob("gptq", "onnx", JobOutcome::kFailed);
+  RecordJob("wanda", "onnx", JobOutcome::kFailed);  // not in this server's list
+  EXPECT_EQ(Sample(recipe), recipe_before + 1);
+  EXPECT_EQ(Sample(inspect), inspect_before + 1);
+  EXPECT_EQ(Sample(gptq), gptq_before + 1);
+  EXPECT_THAT(RenderMetricsText(), HasSubstr(R"(format="onnx",method="other",outcome="failed")"));
 }
 
 TEST(MetricsTest, UnknownLabelValuesCollapseToOther) {
