@@ -206,7 +206,7 @@ def test_gptq_layout_with_mixed_settings_is_invalid_argument(client):
     rules = [{"tensor_regex": "^fc", "method": "rtn", "options": {"bits": 4, "group_size": 32}},
              {"tensor_regex": "^out", "method": "rtn", "options": {"bits": 8, "group_size": 32}}]
     expect_error(grpc.StatusCode.INVALID_ARGUMENT,
-                 lambda: client.compress(_model(), method="rtn", rules=rules, output="packed",
+                 lambda: client.compress(_model(), rules=rules, output="packed",
                                          quantized_layout="gptq"),
                  "one quantization setting", "rule[1]", "rule[0]", "compressed-tensors")
 
