@@ -20,13 +20,13 @@ using bonsai::tensor::DType;
 // Weights, a bias, an embedding, a non-floating and an empty tensor.
 const std::vector<TensorInfo>& Tensors() {
   static const auto* tensors = new std::vector<TensorInfo>{
-      {"layers.0.attn.q_proj.weight", {8, 8}, DType::kF32, 64, "", true, {{0, 1}}},
-      {"layers.0.mlp.fc1.weight", {16, 8}, DType::kBF16, 128, "", true, {{0, 1}}},
-      {"conv.weight", {4, 2, 3, 3}, DType::kF16, 72, "Conv.W", true, {{0, 1}}},
-      {"conv.bias", {4}, DType::kF32, 4, "Conv.B", false, std::nullopt},
-      {"embed_tokens.weight", {10, 8}, DType::kF64, 80, "", false, {{0, 1}}},
-      {"position_ids", {1, 8}, DType::kOther, 8, "", false, std::nullopt},
-      {"empty.weight", {0, 8}, DType::kF32, 0, "", false, {{0, 1}}},
+      {"layers.0.attn.q_proj.weight", {8, 8}, DType::kF32, 64, "", true, false, {{0, 1}}},
+      {"layers.0.mlp.fc1.weight", {16, 8}, DType::kBF16, 128, "", true, false, {{0, 1}}},
+      {"conv.weight", {4, 2, 3, 3}, DType::kF16, 72, "Conv.W", true, false, {{0, 1}}},
+      {"conv.bias", {4}, DType::kF32, 4, "Conv.B", false, false, std::nullopt},
+      {"embed_tokens.weight", {10, 8}, DType::kF64, 80, "", false, false, {{0, 1}}},
+      {"position_ids", {1, 8}, DType::kOther, 8, "", false, false, std::nullopt},
+      {"empty.weight", {0, 8}, DType::kF32, 0, "", false, false, {{0, 1}}},
   };
   return *tensors;
 }
@@ -39,6 +39,13 @@ void Extra(bonsai::v1::CompressionSpec& spec, bonsai::fuzz::ProtoMutator& m) {
     rule->set_tensor_regex(m.OneIn(2) ? name : name.substr(0, m.Below(name.size() + 1)));
     rule->set_method(m.OneIn(2) ? spec.method() : "none");
     rule->set_sparsity(m.Real());
+    // Rules replace the job's method; keep the odd spec with both, which
+    // validation must refuse, but let most reach planning.
+    if (!m.OneIn(4)) {
+      spec.clear_method();
+      spec.clear_sparsity();
+      spec.clear_options();
+    }
   } else {
     (*spec.mutable_sparsity_overrides())[name] = m.Real();
   }
