@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <memory>
@@ -23,8 +24,12 @@ struct KeyPairFiles {
   std::string key;
 };
 
+// Named after the process and the test: ctest runs tests of this binary in
+// parallel processes, and a shared name let one overwrite another's key.
 std::string WriteFile(const std::string& name, const std::string& text) {
-  const std::string path = ::testing::TempDir() + "/server_credentials_" + name;
+  const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string path = ::testing::TempDir() + "/server_credentials_" + std::to_string(getpid()) +
+                           "_" + (test ? test->name() : "none") + "_" + name;
   std::ofstream(path, std::ios::binary) << text;
   return path;
 }
