@@ -35,19 +35,25 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 # Draws every chart from the embedded report. Each chart marks itself drawn;
 # the body counts them, and any script error is written where a test (or a
 # reader) sees it.
-_SCRIPT = r"""
-(function () {
+# What every page's script starts with: any script error lands where a test
+# (or a reader) sees it, and `el` builds SVG nodes, setting text only as text.
+SCRIPT_PRELUDE = r"""
   const SVG = "http://www.w3.org/2000/svg";
   window.addEventListener("error", e => { document.body.dataset.error = String(e.message); });
-  const report = JSON.parse(document.getElementById("bonsai-report").textContent);
-  const tensors = report.tensors || [];
-  const num = v => Number(v || 0);
   const el = (tag, attrs, text) => {
     const node = document.createElementNS(SVG, tag);
     for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
     if (text !== undefined) node.textContent = text;
     return node;
   };
+"""
+
+_SCRIPT = r"""
+(function () {
+""" + SCRIPT_PRELUDE + r"""
+  const report = JSON.parse(document.getElementById("bonsai-report").textContent);
+  const tensors = report.tensors || [];
+  const num = v => Number(v || 0);
   const fmtBytes = b => b >= 1 << 30 ? (b / (1 << 30)).toFixed(2) + " GiB" : b >= 1 << 20 ?
       (b / (1 << 20)).toFixed(1) + " MiB" : b >= 1024 ? (b / 1024).toFixed(1) + " KiB" : b + " B";
   let drawn = 0;

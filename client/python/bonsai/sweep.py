@@ -24,6 +24,7 @@ import re
 import tempfile
 from typing import Dict, List, Optional, Sequence
 
+from bonsai.report_html import SCRIPT_PRELUDE
 from bonsai.v1 import compressor_pb2 as pb
 
 
@@ -143,15 +144,8 @@ def _remove(path: str) -> None:
 # inline script from the embedded table (names set as text only).
 _SCRIPT = r"""
 (function () {
-  const SVG = "http://www.w3.org/2000/svg";
-  window.addEventListener("error", e => { document.body.dataset.error = String(e.message); });
+""" + SCRIPT_PRELUDE + r"""
   const data = JSON.parse(document.getElementById("bonsai-sweep").textContent);
-  const el = (tag, attrs, text) => {
-    const n = document.createElementNS(SVG, tag);
-    for (const [k, v] of Object.entries(attrs || {})) n.setAttribute(k, v);
-    if (text !== undefined) n.textContent = text;
-    return n;
-  };
   const box = document.getElementById("chart-sweep");
   const W = 760, H = 380, L = 70, B = 40;
   const xs = [0].concat(data.sparsities);
