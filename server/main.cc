@@ -32,6 +32,7 @@
 #include "server/observability/grpc_metrics_interceptor.h"
 #include "server/observability/job_log.h"
 #include "server/observability/log.h"
+#include "server/storage/allocator_tuning.h"
 #include "server/observability/metrics.h"
 #include "server/storage/byte_budget.h"
 #include "server/storage/system_limits.h"
@@ -163,13 +164,7 @@ int main(int argc, char** argv) {
     bonsai::observability::LogError(std::string(format.status().message()));
     return 1;
   }
-  // glibc gives each thread that meets contention an arena of its own (up
-  // to 8 per core), and a job's tensor buffers below the dynamic mmap
-  // threshold stay in those arenas after the job, beyond malloc_trim's
-  // reach. bench/soak.py (8 clients, 1 min) left the idle server at 123-133
-  // MiB with the default and at 47 MiB with two arenas, at the same
-  // latency. MALLOC_ARENA_MAX, when set, still wins.
-  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
+  bonsai::storage::TuneAllocatorForStreaming();
   if (!InstallStopHandlers()) {
     bonsai::observability::LogError("could not install the SIGTERM/SIGINT handlers");
     return 1;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "server/storage/allocator_tuning.h"
 
 namespace bonsai::engine {
 namespace {
@@ -65,7 +66,7 @@ absl::StatusOr<ZstdSize> ZstdFrameSizer::Total() {
 void ZstdFrameSizer::Run() {
   ZSTD_CCtx* ctx = ZSTD_createCCtx();
   std::string in;
-  std::vector<char> out(ZSTD_compressBound(kZstdFrameBytes));
+  std::vector<char> out;
   while (true) {
     Frame frame;
     {
@@ -82,10 +83,10 @@ void ZstdFrameSizer::Run() {
     // A sampled frame reads only its middle slice.
     const uint64_t length = frame.sampled ? kZstdSampleBytes : frame.length;
     const uint64_t offset = frame.offset + (frame.length - length) / 2;
-    in.resize(length);
+    storage::ResizeForOverwrite(in, length);
     status = frame.file->ReadAt(offset, absl::MakeSpan(in.data(), in.size()));
     if (status.ok()) {
-      if (out.size() < ZSTD_compressBound(length)) out.resize(ZSTD_compressBound(length));
+      if (out.size() < ZSTD_compressBound(length)) storage::ResizeForOverwrite(out, ZSTD_compressBound(length));
       const size_t result =
           ctx == nullptr ? 0
                          : ZSTD_compressCCtx(ctx, out.data(), out.size(), in.data(), in.size(), kZstdLevel);

@@ -11,6 +11,7 @@
 #include "server/formats/onnx_channel_groups.h"
 #include "server/formats/onnx_sparse.h"
 #include "server/formats/onnx_tensor_data.h"
+#include "server/storage/allocator_tuning.h"
 
 namespace bonsai::formats {
 namespace {
@@ -135,7 +136,7 @@ absl::Status OnnxModel::CheckUsable(size_t index) const {
 absl::Status OnnxModel::ReadInto(size_t index, tensor::FloatTensor& out) const {
   if (auto status = CheckUsable(index); !status.ok()) return status;
   out.shape = infos_[index].shape;
-  out.values.resize(infos_[index].params);  // checked against the stored data
+  storage::ResizeForOverwrite(out.values, infos_[index].params);  // checked against the stored data
   if (external_[index]) {
     if (auto status = LoadExternal(index); !status.ok()) return status;
     return tensor::DecodeToFloat(infos_[index].dtype, raw_.data(), out.size(), out.span());
@@ -188,7 +189,7 @@ absl::StatusOr<std::unique_ptr<OnnxModel>> OnnxModel::Open(const InputFile& inpu
 
 absl::Status OnnxModel::LoadExternal(size_t index) const {
   const ExternalLocation& where = *external_[index];
-  raw_.resize(where.length);
+  storage::ResizeForOverwrite(raw_, where.length);
   if (held_[index]) {
     return held_bytes_->ReadAt(held_[index]->offset, absl::MakeSpan(raw_.data(), raw_.size()));
   }

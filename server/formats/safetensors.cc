@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "server/formats/safetensors_packing.h"
+#include "server/storage/allocator_tuning.h"
 
 namespace bonsai::formats {
 namespace {
@@ -130,7 +131,7 @@ absl::Status SafetensorsModel::LoadRaw(size_t index) const {
   if (raw_index_ == static_cast<int64_t>(index)) return absl::OkStatus();
   const SafetensorsEntry& entry = header_.entries[index];
   raw_index_ = -1;
-  raw_.resize(entry.end - entry.begin);
+  storage::ResizeForOverwrite(raw_, entry.end - entry.begin);
   if (held_[index]) {  // written before output started: its bytes wait in the scratch file
     if (auto status = held_bytes_->ReadAt(held_[index]->offset, absl::MakeSpan(raw_.data(), raw_.size()));
         !status.ok()) {
@@ -149,7 +150,7 @@ absl::Status SafetensorsModel::ReadInto(size_t index, tensor::FloatTensor& out) 
   if (auto status = LoadRaw(index); !status.ok()) return status;
   const SafetensorsEntry& entry = header_.entries[index];
   out.shape = entry.shape;
-  out.values.resize(entry.count);  // bounded: the span was checked against the file
+  storage::ResizeForOverwrite(out.values, entry.count);  // bounded: the span was checked against the file
   return tensor::DecodeToFloat(entry.dtype, raw_.data(), entry.count, out.span());
 }
 

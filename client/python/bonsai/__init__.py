@@ -6,6 +6,7 @@
                                  output_path="model.pruned.onnx")
         print(result.report.totals.sparsity)
 """
+from bonsai.allocator import tune_for_streaming
 from bonsai.client import Client, channel_options
 from bonsai.errors import BonsaiError, IntegrityError
 from bonsai.recipes import RecipeError
@@ -14,4 +15,4 @@ from bonsai.retry import NO_RETRY, RetryPolicy
 
 __version__ = "0.1.0"
 __all__ = ["Client", "CompressResult", "BonsaiError", "IntegrityError", "RecipeError", "RetryPolicy", "NO_RETRY",
-           "to_dict", "channel_options", "__version__"]
+           "to_dict", "channel_options", "tune_for_streaming", "__version__"]

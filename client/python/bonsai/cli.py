@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import json_format
 
 from bonsai import __version__, recipes
+from bonsai.allocator import tune_for_streaming
 from bonsai.client import Client
 from bonsai.errors import BonsaiError
 from bonsai.progress_bars import CompressBars
@@ -299,4 +300,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def main_exit() -> None:
     """Entry point of the `bonsai` console script."""
+    tune_for_streaming()  # the CLI's process is ours to tune (see bonsai/allocator.py)
     sys.exit(main())
