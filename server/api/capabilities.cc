@@ -30,6 +30,11 @@ v1::Capabilities DescribeCapabilities(const ServiceContext& context) {
   limits->set_workers(context.scheduler->workers());
   limits->set_max_queued_jobs(context.scheduler->max_queued_jobs());
   limits->set_max_files(static_cast<uint32_t>(context.options.max_files));
+  if (context.peers != nullptr) {
+    limits->set_max_jobs_per_peer(static_cast<uint32_t>(context.peers->max_jobs_per_peer()));
+  }
+  limits->set_max_job_seconds(context.options.max_job_seconds);
+  limits->set_receive_idle_timeout_seconds(context.options.receive_idle_timeout_seconds);
   if (context.memory != nullptr) limits->set_max_memory_bytes(context.memory->limit());
   if (context.spool != nullptr) limits->set_max_spool_bytes(context.spool->limit());
   return out;

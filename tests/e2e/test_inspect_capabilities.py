@@ -10,7 +10,8 @@ from expect import expect_error
 
 
 def test_capabilities_list_formats_methods_and_limits(start_server):
-    srv = start_server(["--max_model_bytes=12345678", "--max_queued_jobs=3"], workers=2)
+    srv = start_server(["--max_model_bytes=12345678", "--max_queued_jobs=3", "--max_job_seconds=600",
+                        "--receive_idle_timeout_seconds=45"], workers=2)
     import bonsai
     with bonsai.Client(srv.target, timeout=30) as c:
         caps = c.capabilities()
@@ -24,7 +25,21 @@ def test_capabilities_list_formats_methods_and_limits(start_server):
     assert caps.limits.workers == 2
     assert caps.limits.max_queued_jobs == 3
     assert caps.limits.max_chunk_bytes >= 1 << 20
+    assert caps.limits.max_jobs_per_peer == 2 + 3 - 1  # the default: every slot but one
+    assert caps.limits.max_job_seconds == 600
+    assert caps.limits.receive_idle_timeout_seconds == 45
     assert caps.version
+
+
+def test_capabilities_say_when_a_limit_is_off(start_server):
+    srv = start_server(["--max_jobs_per_peer=0", "--max_job_seconds=0"], workers=1)
+    import bonsai
+    from bonsai.report_table import format_capabilities
+    with bonsai.Client(srv.target, timeout=30) as c:
+        caps = c.capabilities()
+    assert caps.limits.max_jobs_per_peer == 0 and caps.limits.max_job_seconds == 0
+    text = format_capabilities(caps)
+    assert "no per-client cap" in text and "no job time cap" in text
 
 
 def test_inspect_safetensors_lists_tensors_and_default_selection(client, mlp, mlp_safetensors):

@@ -93,6 +93,10 @@ def format_capabilities(caps: pb.Capabilities) -> str:
                f"calibration {human_bytes(lim.max_calibration_bytes)}, {lim.workers} workers, "
                f"{lim.max_queued_jobs} queued jobs, working memory {human_bytes(lim.max_memory_bytes)}, "
                f"spool {human_bytes(lim.max_spool_bytes)}, {lim.max_files} files a job")
+    per_peer = f"{lim.max_jobs_per_peer} jobs per client" if lim.max_jobs_per_peer else "no per-client cap"
+    job_time = f"jobs end after {lim.max_job_seconds:g} s" if lim.max_job_seconds else "no job time cap"
+    out.append(f"        {per_peer}, {job_time}, uploads idle for {lim.receive_idle_timeout_seconds:g} s "
+               f"are ended")
     for m in caps.methods:
         calib = " (needs calibration)" if m.needs_calibration else ""
         out.append(f"\n{m.name}{calib} [{', '.join(m.formats)}]: {m.description}")
