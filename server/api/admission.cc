@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/engine/error_reason.h"
 #include "server/observability/metrics.h"
 
 namespace bonsai::api {
@@ -13,8 +14,10 @@ absl::StatusOr<std::unique_ptr<AdmittedJob>> AdmitCall(engine::JobScheduler& sch
   // whatever its own count here.
   if (scheduler.closed()) {
     observability::RecordRejected("shutting_down");
-    return absl::UnavailableError(
-        "the server is shutting down and takes no new jobs; retry on another replica");
+    return engine::WithReason(
+        absl::UnavailableError(
+            "the server is shutting down and takes no new jobs; retry on another replica"),
+        engine::ErrorReason::kShuttingDown);
   }
   // The peer's place first, so that a client over its cap never holds a
   // server slot, even for a moment, that another client could have had.
@@ -22,14 +25,15 @@ absl::StatusOr<std::unique_ptr<AdmittedJob>> AdmitCall(engine::JobScheduler& sch
   auto peer = peers.Admit(peer_address);
   if (!peer.ok()) {
     observability::RecordRejected("peer_limit");
-    return peer.status();
+    return engine::WithReason(peer.status(), engine::ErrorReason::kPeerLimit);
   }
   job->peer = *std::move(peer);
   auto slot = scheduler.Admit();
   if (!slot.ok()) {
-    observability::RecordRejected(absl::IsUnavailable(slot.status()) ? "shutting_down"
-                                                                     : "queue_full");
-    return slot.status();
+    const bool closing = absl::IsUnavailable(slot.status());
+    observability::RecordRejected(closing ? "shutting_down" : "queue_full");
+    return engine::WithReason(slot.status(), closing ? engine::ErrorReason::kShuttingDown
+                                                     : engine::ErrorReason::kQueueFull);
   }
   job->slot = *std::move(slot);
   return job;

@@ -1,15 +1,15 @@
 #include "server/api/compress_reactor.h"
 
-#include <malloc.h>
-
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "server/api/admission.h"
 #include "server/api/call_outcome.h"
 #include "server/api/status_util.h"
+#include "server/engine/error_reason.h"
 #include "server/observability/job_log.h"
 #include "server/observability/metrics.h"
+#include "server/storage/allocator_tuning.h"
 
 namespace bonsai::api {
 namespace {
@@ -36,9 +36,9 @@ CompressReactor::CompressReactor(const ServiceContext& context,
     : context_(context),
       call_(call),
       uploads_(context_.options),
+      cores_(context_.scheduler, &stage_),
       job_id_(observability::NextJobId()),
-      peer_(call->peer()),
-      cores_(context_.scheduler, &stage_) {}
+      peer_(call->peer()) {}
 
 void CompressReactor::OnReadDone(bool ok) {
   {
@@ -104,7 +104,9 @@ absl::Status CompressReactor::HandleSpec(const v1::CompressionSpec& spec) {
         "a second CompressionSpec arrived; send exactly one, as the first message");
   }
   auto validated = engine::ValidateSpec(spec);
-  if (!validated.ok()) return validated.status();
+  if (!validated.ok()) {
+    return engine::WithReason(validated.status(), engine::ErrorReason::kInvalidSpec);
+  }
   {
     absl::MutexLock lock(&mu_);
     method_label_ = spec.method().empty() ? "recipe" : spec.method();
@@ -226,7 +228,7 @@ void CompressReactor::RunJob() {
   CompleteJob(std::move(result));
   // The job's buffers were large and freed: give the pages back, so an idle
   // server returns to its baseline instead of keeping its peak.
-  malloc_trim(0);
+  storage::ReleaseFreeMemory();
 }
 
 void CompressReactor::QueueProgress(v1::Stage stage, double fraction, std::string_view detail) {
@@ -370,7 +372,7 @@ void CompressReactor::Pump() {
       StartWrite(&response_);
       return;
     case Action::kFinish:
-      Finish(ToGrpcStatus(outcome));
+      Finish(ToGrpcStatus(outcome, call_));
       return;
   }
 }
@@ -415,8 +417,10 @@ void CompressReactor::OnDone() {
                            Seconds(Clock::now() - call_start_), outcome});
   }
   // Frees the upload and output now unless the job still runs; then the
-  // worker's reference frees them when it returns.
-  self_.reset();  // may delete this: nothing may follow
+  // worker's reference frees them when it returns (and the worker trims).
+  std::shared_ptr<CompressReactor> last = std::move(self_);
+  last.reset();  // may delete this: nothing below may touch it
+  storage::ReleaseFreeMemory();
 }
 
 }  // namespace bonsai::api

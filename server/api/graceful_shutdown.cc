@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/engine/error_reason.h"
 #include "server/observability/log.h"
 
 namespace bonsai::api {
@@ -45,8 +46,9 @@ void ShutDownGracefully(grpc::Server& server, engine::JobScheduler& scheduler,
   scheduler.Close();
   if (!WaitForCalls(calls, absl::Now() + grace)) {
     LogInfo(absl::StrCat("grace period over; ending ", calls.size(), " call(s) with UNAVAILABLE"));
-    calls.AbortAll(absl::UnavailableError(
-        "the server is shutting down; retry the job on another replica"));
+    calls.AbortAll(engine::WithReason(
+        absl::UnavailableError("the server is shutting down; retry the job on another replica"),
+        engine::ErrorReason::kShuttingDown));
     if (!WaitForCalls(calls, absl::Now() + kAbortedCallsDrain)) {
       LogInfo(absl::StrCat(calls.size(), " call(s) could not send their status (clients not "
                            "reading); their connections close"));

@@ -110,7 +110,7 @@ void InspectReactor::RunJob() {
       *response_ = std::move(*result);
     }
   }
-  Finish(ToGrpcStatus(result.status()));
+  Finish(ToGrpcStatus(result.status(), call_));
 }
 
 void InspectReactor::FinishOnce(const absl::Status& status) {
@@ -120,7 +120,7 @@ void InspectReactor::FinishOnce(const absl::Status& status) {
     finished_ = true;
     sent_status_ = status;
   }
-  Finish(ToGrpcStatus(status));
+  Finish(ToGrpcStatus(status, call_));
 }
 
 void InspectReactor::OnCancel() {

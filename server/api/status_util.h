@@ -2,13 +2,17 @@
 #ifndef BONSAI_SERVER_API_STATUS_UTIL_H_
 #define BONSAI_SERVER_API_STATUS_UTIL_H_
 
+#include <grpcpp/server_context.h>
 #include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
 
 namespace bonsai::api {
 
-grpc::Status ToGrpcStatus(const absl::Status& status);
+// Also puts the status's reason (engine/error_reason.h), if it has one, in
+// the call's trailing metadata: `bonsai-error-reason`, and for a busy server
+// `bonsai-retry-after-ms`. Call it right before Finish.
+grpc::Status ToGrpcStatus(const absl::Status& status, grpc::ServerContextBase* call);
 
 // Runs `work` (returning absl::Status or absl::StatusOr) and turns an
 // exception into a status: nothing may escape a gRPC reaction or a worker,

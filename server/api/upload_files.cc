@@ -2,6 +2,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "server/engine/error_reason.h"
 #include "server/formats/model_set.h"
 #include "server/observability/metrics.h"
 
@@ -12,9 +13,11 @@ using storage::HumanBytes;
 
 absl::Status TooLarge(const std::string& what, uint64_t bytes, uint64_t limit, const std::string& flag) {
   observability::RecordRejected("too_large");
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "the ", what, " is ", HumanBytes(bytes), ", over this server's limit of ", HumanBytes(limit),
-      " (--", flag, "); use a server with a larger limit"));
+  return engine::WithReason(
+      absl::ResourceExhaustedError(absl::StrCat(
+          "the ", what, " is ", HumanBytes(bytes), ", over this server's limit of ",
+          HumanBytes(limit), " (--", flag, "); use a server with a larger limit")),
+      engine::ErrorReason::kModelTooLarge);
 }
 
 }  // namespace
@@ -67,13 +70,15 @@ absl::Status UploadFiles::Declare(
   auto reservation = spool.TryReserve(room);
   if (!reservation.ok()) {
     observability::RecordRejected("too_large");
-    return reservation.status();
+    return engine::WithReason(reservation.status(), engine::ErrorReason::kModelTooLarge);
   }
   if (*reservation == nullptr) {
     observability::RecordRejected("spool_full");
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the spool has no room for this job now (it needs ", HumanBytes(room), " of ",
-        HumanBytes(spool.limit()), ", --max_spool_bytes); retry later or on another replica"));
+    return engine::WithReason(
+        absl::ResourceExhaustedError(absl::StrCat(
+            "the spool has no room for this job now (it needs ", HumanBytes(room), " of ",
+            HumanBytes(spool.limit()), ", --max_spool_bytes); retry later or on another replica")),
+        engine::ErrorReason::kSpoolFull);
   }
   spool_room_ = *std::move(reservation);
   auto activity = std::make_shared<storage::UploadActivity>();

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/engine/calibration.h"
+#include "server/engine/error_reason.h"
 #include "server/engine/packed_quantization.h"
 #include "server/formats/model_set.h"
 #include "server/engine/physical_pruning.h"
@@ -232,14 +233,16 @@ absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
   auto stage_start = Clock::now();
   progress(v1::STAGE_PARSING, 0.0, "");
   auto model = formats::OpenModelFiles(std::move(input.files));
-  if (!model.ok()) return model.status();
+  if (!model.ok()) return TagInvalidArgument(model.status(), ErrorReason::kInvalidModel);
   report.set_format(std::string(formats::FormatName((*model)->format())));
   report.set_method(spec.proto.method());
   const uint64_t params_in = TotalParams(**model);
   auto plan = PlanCompression(spec, (*model)->tensors());
-  if (!plan.ok()) return plan.status();
+  if (!plan.ok()) return TagInvalidArgument(plan.status(), ErrorReason::kInvalidSpec);
   for (const std::string& note : plan->notes) report.add_warnings(note);
-  if (auto s = CheckPackedQuantization(spec, *plan, **model); !s.ok()) return s;
+  if (auto s = CheckPackedQuantization(spec, *plan, **model); !s.ok()) {
+    return TagInvalidArgument(s, ErrorReason::kInvalidSpec);
+  }
   absl::StatusOr<CalibrationSet> calibration = CalibrationSet();
   if (input.calibration) {
     auto bytes = input.calibration->ReadAll();
@@ -247,14 +250,16 @@ absl::StatusOr<v1::CompressionReport> RunCompressionJob(CompressionInput input,
     calibration = ParseCalibration(*std::move(bytes));
   }
   if (!calibration.ok()) {
-    return absl::Status(calibration.status().code(),
-                        absl::StrCat("calibration data: ", calibration.status().message()));
+    return TagInvalidArgument(
+        absl::Status(calibration.status().code(),
+                     absl::StrCat("calibration data: ", calibration.status().message())),
+        ErrorReason::kInvalidModel);
   }
   std::unique_ptr<storage::Reservation> memory;
   if (input.memory != nullptr) {
     const uint64_t need = EstimateJobMemory(**model, calibration->bytes());
     auto reserved = input.memory->TryReserve(need);
-    if (!reserved.ok()) return reserved.status();
+    if (!reserved.ok()) return WithReason(reserved.status(), ErrorReason::kModelTooLarge);
     if (*reserved == nullptr) {
       progress(v1::STAGE_QUEUED, 0.0, "waiting for memory");
       reserved = input.memory->Reserve(need, [&cancel] { return cancel.cancelled(); });

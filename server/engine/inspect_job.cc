@@ -1,5 +1,6 @@
 #include "server/engine/inspect_job.h"
 
+#include "server/engine/error_reason.h"
 #include "server/engine/job_plan.h"
 #include "absl/container/flat_hash_set.h"
 #include "server/formats/model.h"
@@ -22,7 +23,7 @@ absl::StatusOr<v1::InspectResponse> RunInspectJob(const v1::InspectSpec& spec,
     if (file.header_only()) header_only.insert(file.name());
   }
   auto model = formats::OpenModelFiles(std::move(files));
-  if (!model.ok()) return model.status();
+  if (!model.ok()) return TagInvalidArgument(model.status(), ErrorReason::kInvalidModel);
 
   v1::InspectResponse response;
   response.set_format(std::string(formats::FormatName((*model)->format())));

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/observability/metrics.h"
+#include "server/storage/allocator_tuning.h"
 #include "server/tensor/spare_cores.h"
 
 namespace bonsai::engine {
@@ -127,6 +128,8 @@ void JobScheduler::WorkerLoop() {
       queue_.pop_front();
     }
     work();
+    work = nullptr;  // the job's captures (its call, upload, output) go now
+    storage::ReleaseFreeMemory();
   }
 }
 

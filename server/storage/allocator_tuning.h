@@ -10,6 +10,12 @@ namespace bonsai::storage {
 // Any MALLOC_*_ environment variable the operator set still wins.
 void TuneAllocatorForStreaming();
 
+// Gives free heap pages back to the kernel (malloc_trim): called when a job's
+// buffers have been freed, so that an idle server returns to its baseline
+// rather than keeping its peak (the trim threshold above keeps up to 64 MiB
+// per arena otherwise).
+void ReleaseFreeMemory();
+
 // Asks the kernel to back [data, data + bytes) with transparent huge pages
 // when it is big enough to matter; call it before the memory is first
 // touched. A no-op where THP is off ("never") or the range is small.

@@ -65,6 +65,7 @@ def test_sigterm_refuses_new_jobs_lets_admitted_ones_finish_and_exits_zero(start
             return None
         err = _wait_for(refused, "a new job to be refused")
         assert err.code == grpc.StatusCode.UNAVAILABLE, f"{err.code_name}: {err.message}"
+        assert isinstance(err, bonsai.ServerUnavailable) and err.reason == "SHUTTING_DOWN", err
         assert held.finish() == expected
     assert srv.proc.wait(60) == 0
 
@@ -79,6 +80,7 @@ def test_sigterm_ends_jobs_still_running_after_the_grace_period_with_unavailable
         held.thread.join(HOLD_TIMEOUT)
         assert not held.thread.is_alive(), "the held job was never ended"
         assert held.error is not None and held.error.code() == grpc.StatusCode.UNAVAILABLE, held.error
+        assert ("bonsai-error-reason", "SHUTTING_DOWN") in held.error.trailing_metadata(), held.error
         held.release.set()
     assert srv.proc.wait(60) == 0
 

@@ -8,11 +8,13 @@
 """
 from bonsai.allocator import tune_for_streaming
 from bonsai.client import Client, channel_options
-from bonsai.errors import BonsaiError, IntegrityError
+from bonsai.errors import (BonsaiError, IntegrityError, InvalidArgument, InvalidModel, InvalidSpec, ModelTooLarge,
+                           ServerBusy, ServerUnavailable)
 from bonsai.recipes import RecipeError
 from bonsai.results import CompressResult, to_dict
 from bonsai.retry import NO_RETRY, RetryPolicy
 
 __version__ = "0.1.0"
-__all__ = ["Client", "CompressResult", "BonsaiError", "IntegrityError", "RecipeError", "RetryPolicy", "NO_RETRY",
+__all__ = ["Client", "CompressResult", "BonsaiError", "IntegrityError", "InvalidArgument", "InvalidSpec",
+           "InvalidModel", "ModelTooLarge", "ServerBusy", "ServerUnavailable", "RecipeError", "RetryPolicy", "NO_RETRY",
            "to_dict", "channel_options", "tune_for_streaming", "__version__"]

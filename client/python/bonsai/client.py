@@ -12,7 +12,7 @@ import grpc
 from bonsai import recipes
 from bonsai import spec as specs
 from bonsai import tls
-from bonsai.errors import BonsaiError, from_rpc_error
+from bonsai.errors import BonsaiError, ModelTooLarge, from_rpc_error
 from bonsai import model_files
 from bonsai.results import CompressResult, FilesSink
 from bonsai.retry import RetryPolicy
@@ -273,9 +273,7 @@ class Client:
                                        names, paths, output_path, model_bytes, upload_progress,
                                        download_progress, timeout)
 
-        def over_limit() -> bool:
-            return self._over_limits(model_bytes, calib.size if calib else None)
-        return self._with_retries(once, rereadable, over_limit)
+        return self._with_retries(once, rereadable)
 
     # ------------------------------------------------------------ internals
 
@@ -330,23 +328,7 @@ class Client:
             return CompressResult(report=report, model=in_memory[names[0]])
         return CompressResult(report=report, files=in_memory)
 
-    def _over_limits(self, model_size: Optional[int], calibration_size: Optional[int]) -> bool:
-        """Whether the upload is larger than the server accepts at all.
-
-        RESOURCE_EXHAUSTED means either "busy, try later" or "too large,
-        never"; only the first is worth a retry.
-        """
-        try:
-            limits = self.stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=30).limits
-        except grpc.RpcError:
-            return False
-        model, calibration = model_size or 0, calibration_size or 0
-        # The server reserves 3 x the model plus the calibration in its spool.
-        return bool((limits.max_model_bytes and model > limits.max_model_bytes) or
-                    (limits.max_calibration_bytes and calibration > limits.max_calibration_bytes) or
-                    (limits.max_spool_bytes and 3 * model + calibration > limits.max_spool_bytes))
-
-    def _with_retries(self, once, rereadable: bool, over_limit: Callable[[], bool] = lambda: False):
+    def _with_retries(self, once, rereadable: bool):
         attempt = 0
         while True:
             attempt += 1
@@ -356,9 +338,11 @@ class Client:
                 code = failed.error.code
                 if (tls.handshake_refused(failed.error, self.tls) or
                         not (rereadable and self.retry.should_retry(code, attempt, failed.upload_started))):
-                    raise tls.explain(failed.error, self.tls) from None
-                if code == grpc.StatusCode.RESOURCE_EXHAUSTED and over_limit():
-                    raise failed.error from None
+                    error = tls.explain(failed.error, self.tls)
+                    raise error from error.__cause__
+                # Over this server's limits: the same request can never fit here.
+                if isinstance(failed.error, ModelTooLarge):
+                    raise failed.error from failed.error.__cause__
                 time.sleep(self.retry.backoff(attempt, self._rng))
 
 

@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import grpc
 
 from bonsai import calibration_split, model_files, safetensors_io, spec as specs
-from bonsai.errors import BonsaiError, from_rpc_error
+from bonsai.errors import BonsaiError, ModelTooLarge, from_rpc_error
 from bonsai.global_cut import GlobalCuts
 from bonsai.replicas import Replica, resolve
 from bonsai.results import CompressResult, FilesSink, _make_dirs
@@ -219,9 +219,8 @@ class _Run:
                     with self.cond:
                         replica.avoid_until = time.monotonic() + max(backoff, 1.0)
                     # Busy is not failed: the replica may have room later. Too
-                    # large for its limits ("use a server with a larger ...") is.
-                    if (error.code != grpc.StatusCode.RESOURCE_EXHAUSTED or self._over_limits(job, replica)
-                            or "use a server with a larger" in error.message):
+                    # large for its limits (the server's reason says so) is.
+                    if error.code != grpc.StatusCode.RESOURCE_EXHAUSTED or isinstance(error, ModelTooLarge):
                         job.failed_on.add(replica.target)
                     time.sleep(min(backoff, max(0.0, self.deadline - time.monotonic())))
                     continue
@@ -241,15 +240,6 @@ class _Run:
             self.fail(error)
         except BaseException as error:  # a bug or an OS error: stop everything, say what
             self.fail(BonsaiError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"))
-
-    def _over_limits(self, job: _Job, replica: Replica) -> bool:
-        limits = getattr(replica, "limits", None)
-        if limits is None:
-            return False
-        model = job.info.bytes_in
-        calibration = os.path.getsize(job.calibration) if job.calibration else 0
-        return bool((limits.max_model_bytes and model > limits.max_model_bytes) or
-                    (limits.max_spool_bytes and 3 * model + calibration > limits.max_spool_bytes))
 
     def _attempt(self, job: _Job, replica: Replica):
         parts = []

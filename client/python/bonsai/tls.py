@@ -59,7 +59,11 @@ def explain(error: BonsaiError, tls: bool) -> BonsaiError:
     if error.code != grpc.StatusCode.UNAVAILABLE or error.hint:
         return error
     hint = _hint(error.message, tls)
-    return BonsaiError(error.code, error.message, hint=hint) if hint else error
+    if not hint:
+        return error
+    explained = type(error)(error.code, error.message, hint=hint, reason=error.reason)
+    explained.__cause__ = error.__cause__
+    return explained
 
 
 def _hint(message: str, tls: bool) -> Optional[str]:
