@@ -2,7 +2,6 @@
 `bonsai-error-reason`), not by parsing messages or asking GetCapabilities."""
 from __future__ import annotations
 
-import re
 import urllib.request
 
 import grpc
@@ -59,16 +58,21 @@ def test_a_model_over_the_limit_is_too_large_and_not_retried(start_server, mlp_s
     assert handled_calls(srv, "GetCapabilities") == capabilities_before, "the reason, not a second call, tells too large from busy"
 
 
-def test_a_full_server_is_busy_with_a_retry_after(start_server, mlp_safetensors):
-    srv = start_server(["--max_queued_jobs=0", "--max_jobs_per_peer=0"], workers=1)
+def refused_while_one_job_is_held(srv, model) -> bonsai.BonsaiError:
+    """The error a second job gets while a first one holds its slot."""
     with bonsai.Client(srv.target, timeout=60) as holder:
-        held = HeldJob(holder, mlp_safetensors)
+        held = HeldJob(holder, model)
         try:
             assert held.admitted.wait(30), "the held job was never admitted"
             with bonsai.Client(srv.target, timeout=60, retry=bonsai.NO_RETRY) as client:
-                error = raised(client, mlp_safetensors, method="magnitude", sparsity=0.5)
+                return raised(client, model, method="magnitude", sparsity=0.5)
         finally:
             held.finish()
+
+
+def test_a_full_server_is_busy_with_a_retry_after(start_server, mlp_safetensors):
+    srv = start_server(["--max_queued_jobs=0", "--max_jobs_per_peer=0"], workers=1)
+    error = refused_while_one_job_is_held(srv, mlp_safetensors)
     assert type(error) is bonsai.ServerBusy and error.reason == "QUEUE_FULL"
     assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error.retry_after == 1.0
@@ -76,14 +80,7 @@ def test_a_full_server_is_busy_with_a_retry_after(start_server, mlp_safetensors)
 
 def test_one_client_over_its_share_is_busy_by_peer_limit(start_server, mlp_safetensors):
     srv = start_server(["--max_queued_jobs=1", "--max_jobs_per_peer=1"], workers=1)
-    with bonsai.Client(srv.target, timeout=60) as holder:
-        held = HeldJob(holder, mlp_safetensors)
-        try:
-            assert held.admitted.wait(30), "the held job was never admitted"
-            with bonsai.Client(srv.target, timeout=60, retry=bonsai.NO_RETRY) as client:
-                error = raised(client, mlp_safetensors, method="magnitude", sparsity=0.5)
-        finally:
-            held.finish()
+    error = refused_while_one_job_is_held(srv, mlp_safetensors)
     assert type(error) is bonsai.ServerBusy and error.reason == "PEER_LIMIT"
 
 
