@@ -105,11 +105,12 @@ def _make_dirs(directory: str, created: list) -> None:
 
 
 class FilesSink:
-    """Receives the output files' chunks, hashing each file as it arrives.
+    """Receives the output files' chunks, writing and hashing each file as it
+    arrives.
 
-    Hashing happens on a thread of its own (hashlib releases the GIL), so
-    checking a multi-GB model overlaps its download and the writes instead of
-    following them. Files are written beside their destinations and renamed
+    Writing and hashing happen on a thread of its own (both release the GIL),
+    so they overlap the download instead of holding up the next message (a
+    buffered write into the page cache costs about as much as receiving). Files are written beside their destinations and renamed
     into place only once the final report has confirmed every file's SHA-256
     and size, so a failed job never leaves a file under a requested name, not
     even a partial one.
@@ -135,8 +136,11 @@ class FilesSink:
                 return
             if self._error is not None:
                 continue  # keep draining so the receiver never blocks
+            target, chunk = item
             try:
-                item[0].hash.update(item[1])
+                if target.file is not None:
+                    target.file.write(chunk)
+                target.hash.update(chunk)
             except BaseException as err:  # raised to the caller
                 self._error = err
 
@@ -151,9 +155,7 @@ class FilesSink:
             target = self._files[index] = _FileHash(self._names[index], path, self._created_dirs)
         target.size += len(chunk)
         self.size += len(chunk)
-        if target.file is not None:
-            target.file.write(chunk)
-        else:
+        if target.file is None:
             target.chunks.append(chunk)
         self._queue.put((target, chunk))
 
