@@ -51,13 +51,16 @@ _MANAGED = ("calibration", "output", "output_path", "parallel", "quantized_layou
 @dataclasses.dataclass
 class BlockRun:
     """One block's job. Seconds: the calibration forward pass, the Compress
-    call (upload to last byte), and writing the block and loading it back."""
+    call (upload to last byte), and writing the block and loading it back;
+    calibration_cpu_seconds is the pass's CPU time in this process, which
+    other load on the machine does not inflate."""
 
     index: int
     tensors: List[str]          # state_dict names sent, in state_dict order
     calibrated: List[str]       # weights with a Gram matrix in the block's calibration file
     skipped: Dict[str, str]     # the block's weights without one, and why (collect_gram)
     calibration_seconds: float = 0.0
+    calibration_cpu_seconds: float = 0.0
     job_seconds: float = 0.0
     io_seconds: float = 0.0
     report: Optional[pb.CompressionReport] = None
@@ -171,9 +174,9 @@ def _run_block(client, model, params, label: str, modules: List[str], index: int
     layers = [n for n in modules if isinstance(owned[n], kinds)]
     tensors = [k for k, v in params.items()
                if k.rpartition(".")[0] in module_set and torch.is_floating_point(v)]
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     stats = calibration.collect_gram(model, batches, modules=set(layers), device=device)
-    calibration_seconds = time.monotonic() - t0
+    calibration_seconds, calibration_cpu_seconds = time.monotonic() - t0, time.process_time() - cpu0
     if not stats:
         raise ValueError(f"block {index} ({label}): no calibration statistics "
                          f"({'; '.join(f'{k}: {why}' for k, why in stats.skipped.items())})")
@@ -201,7 +204,8 @@ def _run_block(client, model, params, label: str, modules: List[str], index: int
             target.copy_(value.to(dtype=target.dtype, device=target.device))
     io_seconds += time.monotonic() - t0
     return BlockRun(index=index, tensors=tensors, calibrated=list(stats), skipped=dict(stats.skipped),
-                    calibration_seconds=calibration_seconds, job_seconds=job_seconds, io_seconds=io_seconds,
+                    calibration_seconds=calibration_seconds, calibration_cpu_seconds=calibration_cpu_seconds,
+                    job_seconds=job_seconds, io_seconds=io_seconds,
                     report=result.report)
 
 
