@@ -126,14 +126,15 @@ def markdown(c, dense_ppl, table, command, blocks, repeats):
         "weights bit for bit.",
         "- **Wall**: the whole of each path, calibration forward passes, files, jobs and loading back; "
         "**calibration** is the forward passes with their Gram matrices (wall, and **CPU** time of the "
-        "client process, which other load does not inflate: torch runs on one thread), **jobs** the Compress "
+        "client process over all its threads), **jobs** the Compress "
         "calls (upload to last byte). Each layer's Gram matrix is still computed once (a block's pass hooks only its own "
         "layers, the one-shot pass all of them, `lm_head` included), so only the plain forward work grows "
         "with the number of blocks; where the Gram products dominate, as here, the passes cost less than "
         "`blocks` times the one-shot one (the CPU ratio below). "
         f"Times are the fastest of {repeats} runs of each path (every run gave the same weights, bit for "
-        "bit), on this 2-core machine while other work shared it heavily: the wall times move with that load "
-        "from row to row; the CPU times are the steadier measure.",
+        "bit), on this 2-core machine while other work shared it heavily: wall and CPU times both move with "
+        "that load from row to row (the same one-shot pass took 5 to 10 s), so compare the two paths within "
+        "a row and read the ratios over all rows.",
         "",
         f"Dense perplexity {dense_ppl:.3f}.",
         "",
