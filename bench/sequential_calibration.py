@@ -126,9 +126,9 @@ def markdown(c, dense_ppl, table, command, blocks, repeats):
         "weights bit for bit.",
         "- **Wall**: the whole of each path, calibration forward passes, files, jobs and loading back; "
         "**calibration** is the forward passes with their Gram matrices (wall, and **CPU** time of the "
-        "client process over all its threads), **jobs** the Compress "
-        "calls (upload to last byte). Each layer's Gram matrix is still computed once (a block's pass hooks only its own "
-        "layers, the one-shot pass all of them, `lm_head` included), so only the plain forward work grows "
+        "client process over all its threads), **jobs** the Compress calls (upload to last byte). Each "
+        "layer's Gram matrix is still computed once (a block's pass hooks only its own layers, the one-shot "
+        "pass all of them, `lm_head` included), so only the plain forward work grows "
         "with the number of blocks; where the Gram products dominate, as here, the passes cost less than "
         "`blocks` times the one-shot one (the CPU ratio below). "
         f"Times are the fastest of {repeats} runs of each path (every run gave the same weights, bit for "
@@ -156,7 +156,8 @@ def markdown(c, dense_ppl, table, command, blocks, repeats):
               + (f" ({', '.join(better)})" if better else "")
               + (f" and a higher one on {', '.join(worse)}" if worse else "") + ". Over the rows, the "
               f"calibration forward passes took {ratio(table, 'calibration_cpu'):.1f}× the CPU time of the "
-              f"one-shot pass ({ratio(table, 'calibration'):.1f}× its wall time; {blocks} blocks), the jobs {ratio(table, 'jobs'):.1f}× the one job, and the whole "
+              f"one-shot pass ({ratio(table, 'calibration'):.1f}× its wall time; {blocks} blocks), the jobs "
+              f"{ratio(table, 'jobs'):.1f}× the one job, and the whole "
               f"{ratio(table, 'seconds'):.1f}× the one-shot wall time."]
     return "\n".join(lines) + "\n"
 
