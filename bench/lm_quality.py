@@ -214,6 +214,13 @@ def eval_batches(c: Config, held: np.ndarray) -> torch.Tensor:
     return batch_at(held, np.arange(n) * c.context, c.context + 1)
 
 
+def calibration_batches(c: Config, train_data: np.ndarray) -> List[torch.Tensor]:
+    """calib_sequences training windows of `context` bytes (seeded starts), in batches of 32."""
+    rng = np.random.default_rng(c.seed + 1)
+    windows = batch_at(train_data, rng.integers(0, len(train_data) - c.context, c.calib_sequences), c.context)
+    return [windows[i:i + 32] for i in range(0, len(windows), 32)]
+
+
 @torch.no_grad()
 def perplexity(model: ByteLM, batches: torch.Tensor, chunk: int = 32) -> float:
     """exp(mean negative log-likelihood per predicted byte)."""
@@ -613,10 +620,7 @@ def main() -> int:
     dense_ppl = perplexity(model, batches)
     print(f"dense held-out perplexity {dense_ppl:.3f}", flush=True)
 
-    rng = np.random.default_rng(c.seed + 1)
-    calib_windows = batch_at(train_data, rng.integers(0, len(train_data) - c.context, c.calib_sequences),
-                             c.context)
-    stats = calibration.collect_gram(model, [calib_windows[i:i + 32] for i in range(0, len(calib_windows), 32)])
+    stats = calibration.collect_gram(model, calibration_batches(c, train_data))
 
     server = Server(os.path.abspath(args.server), args.workers)
     print(f"bonsai-server ready on {server.target}", flush=True)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, Iterable, Mapping, Optional, Union
+from typing import Collection, Dict, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
@@ -141,12 +141,15 @@ def _unsupported(module) -> Optional[str]:
     return None
 
 
-def collect_gram(model, batches: Iterable, *, module_types=None, device=None) -> GramCollection:
+def collect_gram(model, batches: Iterable, *, module_types=None, device=None,
+                 modules: Optional[Collection[str]] = None) -> GramCollection:
     """Runs `batches` through `model` and returns {"<module>.weight": GramStats},
     with `.skipped` naming every other weight of rank >= 2 and why.
 
     A batch is a tensor, a tuple/list of positional arguments, or a dict of
     keyword arguments. The model is put in eval mode; nothing is trained.
+    `modules` (names as in `model.named_modules()`) limits the statistics,
+    and `.skipped`, to those modules; the whole model still runs.
     """
     import torch
     import torch.nn as nn
@@ -173,8 +176,13 @@ def collect_gram(model, batches: Iterable, *, module_types=None, device=None) ->
             counts[key] = counts.get(key, 0) + rows.shape[0]
         return hook
 
+    def wanted(name: str) -> bool:
+        return modules is None or name in modules
+
     handles = []
     for name, m in model.named_modules():
+        if not wanted(name):
+            continue
         weight = getattr(m, "weight", None)
         key = f"{name}.weight"
         if isinstance(m, module_types) and _unsupported(m) is None:
@@ -202,7 +210,7 @@ def collect_gram(model, batches: Iterable, *, module_types=None, device=None) ->
         model.train(was_training)
     for name, m in model.named_modules():
         key = f"{name}.weight"
-        if isinstance(m, module_types) and key not in sums and key not in skipped:
+        if wanted(name) and isinstance(m, module_types) and key not in sums and key not in skipped:
             skipped[key] = "the batches never ran through this layer"
     return GramCollection({k: GramStats(sums[k].cpu().numpy(), counts[k]) for k in sums}, skipped)
 

@@ -408,15 +408,15 @@ def _file_report(name: str, role: str, path_or_bytes) -> pb.FileReport:
     return pb.FileReport(name=name, role=role, bytes_in=size, bytes_out=size, sha256=digest.hexdigest())
 
 
-def merge_reports(jobs: List[ShardJob], spec: pb.CompressionSpec, passed: List[pb.FileReport],
+def merge_reports(reports: List[pb.CompressionReport], spec: pb.CompressionSpec, passed: List[pb.FileReport],
                   extra_warnings: List[str], seconds: float) -> pb.CompressionReport:
-    """One report over the whole model from the jobs' reports, in model order."""
+    """One report over the whole model from the jobs' reports, in model order
+    (also used by bonsai.sequential, whose jobs are the blocks)."""
     merged = pb.CompressionReport(format="safetensors", method=spec.method)
     warnings: List[str] = []
     totals = merged.totals
     timings = merged.timings
-    for job in jobs:
-        r = job.report
+    for r in reports:
         merged.tensors.extend(r.tensors)
         merged.files.extend(r.files)
         for w in r.warnings:
@@ -655,7 +655,7 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
                 continue
             role = "index" if f in indexes else "other"
             passed_reports.append(_file_report(f.name, role, path_of(f)))
-        report = merge_reports([j.info for j in jobs], base_spec, passed_reports, extra_warnings,
+        report = merge_reports([j.info.report for j in jobs], base_spec, passed_reports, extra_warnings,
                                time.monotonic() - started)
         if paths is None:
             in_memory: Dict[str, bytes] = {}
