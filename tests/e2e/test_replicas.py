@@ -162,6 +162,20 @@ def test_layer_scope_needs_no_exchange(three, folder, tmp_path):
     assert result.summary_bytes == {}
 
 
+def test_a_global_job_plans_no_more_jobs_than_this_client_may_have_admitted(start_server, folder, tmp_path):
+    # One replica with 3 slots, of which one client may hold 2: six shards
+    # must go as two groups. Planned as three jobs, the third could never be
+    # admitted while the first two wait for its summary.
+    path, _, _ = folder
+    srv = start_server(["--max_queued_jobs=2"], workers=1)
+    single = _single(srv, path, tmp_path / "single", **_global_kwargs())
+    with bonsai.Client([srv.target], timeout=120) as client:
+        result = client.compress(path, output_path=tmp_path / "parallel", parallel=True, **_global_kwargs())
+    _assert_same_output(tmp_path / "single", tmp_path / "parallel")
+    _assert_same_report(single.report, result.report)
+    assert len(result.shard_jobs) == 2
+
+
 def test_sparsegpt_with_calibration_is_byte_identical(three, folder, tmp_path):
     path, _, calibration = folder
     kwargs = dict(method="sparsegpt", sparsity=0.5, calibration=calibration)

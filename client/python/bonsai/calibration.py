@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Collection, Dict, Iterable, Mapping, Optional, Union
+from typing import Collection, Dict, Iterable, Mapping, Optional
 
 import numpy as np
 

@@ -86,12 +86,20 @@ class Replica:
         self.lock = threading.Lock()
 
     def probe(self, timeout: float) -> bool:
-        """Reads the replica's job capacity (workers + queued); False if it does not answer."""
+        """Reads the replica's job capacity for this client (workers + queued, at most
+        its per-client cap); False if it does not answer."""
         try:
             limits = self.stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=timeout).limits
         except grpc.RpcError:
             return False
-        self.capacity = max(1, int(limits.workers) + int(limits.max_queued_jobs))
+        slots = int(limits.workers) + int(limits.max_queued_jobs)
+        # One client may hold fewer than all of them (--max_jobs_per_peer): a
+        # global job whose shards wait for each other must never plan more
+        # jobs at once than it can have admitted, or the last ones wait for
+        # slots the first ones hold until the exchange is settled.
+        if limits.max_jobs_per_peer:
+            slots = min(slots, int(limits.max_jobs_per_peer))
+        self.capacity = max(1, slots)
         self.limits = limits
         return True
 
