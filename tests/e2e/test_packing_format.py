@@ -1,7 +1,7 @@
 """Packed output read back by client/python/bonsai/packing.py.
 
-The unit-test binary writes a compressed sample model twice, dense and packed
-(tests/unit/*_packing_test.cc, WritesSamplesForThePythonReader); here the
+The build writes a compressed sample model twice, dense and packed
+(bonsai-packing-samples, from tests/unit/packing_samples.h); here the
 packed safetensors must unpack to exactly the dense tensors, and the packed
 ONNX must pass onnx.checker, unpack to the dense weights, and compute the
 same outputs in onnxruntime.
@@ -18,17 +18,16 @@ import pytest
 from bonsai import packing
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-UNIT_TESTS = os.environ.get("BONSAI_UNIT_TESTS", os.path.join(REPO, "build", "bin", "bonsai-unit-tests"))
+SAMPLES_TOOL = os.environ.get("BONSAI_PACKING_SAMPLES_TOOL",
+                              os.path.join(REPO, "build", "bin", "bonsai-packing-samples"))
 
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory):
-    if not os.path.exists(UNIT_TESTS):
-        pytest.fail(f"no unit-test binary at {UNIT_TESTS}: build it or set BONSAI_UNIT_TESTS")
+    if not os.path.exists(SAMPLES_TOOL):
+        pytest.fail(f"no {SAMPLES_TOOL}: build it (make build) or set BONSAI_PACKING_SAMPLES_TOOL")
     directory = tmp_path_factory.mktemp("packing")
-    env = dict(os.environ, BONSAI_PACKING_SAMPLES=str(directory))
-    subprocess.run([UNIT_TESTS, "--gtest_filter=*WritesSamplesForThePythonReader"], env=env,
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run([SAMPLES_TOOL, str(directory)], check=True, capture_output=True, timeout=120)
     return {name: (directory / name).read_bytes() for name in os.listdir(directory)}
 
 

@@ -17,77 +17,11 @@ using test_util::OnnxFloatTensor;
 using test_util::Serialized;
 using test_util::Storage;
 
-// MatMul weights in the main graph (raw_data and float_data), one in an If
-// branch, one in a Constant node, and a half-sparse bias.
-onnx::ModelProto SparseCandidates() {
-  onnx::ModelProto model = EmptyModel();
-  onnx::GraphProto* graph = model.mutable_graph();
-  graph->set_name("main");
-  auto* x = graph->add_input()->mutable_type()->mutable_tensor_type();
-  graph->mutable_input(0)->set_name("x");
-  x->set_elem_type(onnx::TensorProto::FLOAT);
-  x->mutable_shape()->add_dim()->set_dim_value(1);
-  x->mutable_shape()->add_dim()->set_dim_value(16);
-  *graph->add_initializer() = OnnxFloatTensor("W_raw", {16, 16}, Noise(256, 1));
-  *graph->add_initializer() = OnnxFloatTensor("W_typed", {16, 16}, Noise(256, 2), Storage::kTyped);
-  *graph->add_initializer() = OnnxFloatTensor("bias", {16}, Noise(16, 3));
-  onnx::TensorProto* cond = graph->add_initializer();
-  cond->set_name("cond");
-  cond->set_data_type(onnx::TensorProto::BOOL);
-  cond->add_int32_data(1);
-  AddNode(graph, "MatMul", {"x", "W_raw"}, {"a"});
-  AddNode(graph, "MatMul", {"a", "W_typed"}, {"b"});
-  AddNode(graph, "Add", {"b", "bias"}, {"c"});
-  onnx::NodeProto* constant = AddNode(graph, "Constant", {}, {"W_const"});
-  onnx::AttributeProto* value = constant->add_attribute();
-  value->set_name("value");
-  value->set_type(onnx::AttributeProto::TENSOR);
-  *value->mutable_t() = OnnxFloatTensor("W_const", {16, 16}, Noise(256, 4));
-  AddNode(graph, "MatMul", {"c", "W_const"}, {"d"});
-
-  onnx::NodeProto* branch = AddNode(graph, "If", {"cond"}, {"y"});
-  for (const char* name : {"then_branch", "else_branch"}) {
-    onnx::AttributeProto* attribute = branch->add_attribute();
-    attribute->set_name(name);
-    attribute->set_type(onnx::AttributeProto::GRAPH);
-    onnx::GraphProto* sub = attribute->mutable_g();
-    sub->set_name(name);
-    const std::string w = std::string("W_") + name;
-    *sub->add_initializer() = OnnxFloatTensor(w, {16, 16}, Noise(256, 5));
-    AddNode(sub, "MatMul", {"d", w}, {std::string("out_") + name});
-    onnx::ValueInfoProto* out = sub->add_output();
-    out->set_name(std::string("out_") + name);
-    auto* type = out->mutable_type()->mutable_tensor_type();
-    type->set_elem_type(onnx::TensorProto::FLOAT);
-    type->mutable_shape()->add_dim()->set_dim_value(1);
-    type->mutable_shape()->add_dim()->set_dim_value(16);
-  }
-  onnx::ValueInfoProto* y = graph->add_output();
-  y->set_name("y");
-  auto* type = y->mutable_type()->mutable_tensor_type();
-  type->set_elem_type(onnx::TensorProto::FLOAT);
-  type->mutable_shape()->add_dim()->set_dim_value(1);
-  type->mutable_shape()->add_dim()->set_dim_value(16);
-  return model;
-}
-
 std::string Compress(bool packed, std::vector<StoredSize>* sizes = nullptr,
                      std::vector<std::string>* names = nullptr) {
-  auto model = ParseOnnx(Serialized(SparseCandidates()));
-  EXPECT_TRUE(model.ok()) << model.status();
-  for (size_t i = 0; i < (*model)->tensors().size(); ++i) {
-    auto values = (*model)->Read(i);
-    if (!values.ok()) continue;
-    // 90% sparse weights; the bias only half.
-    const size_t keep = (*model)->tensors()[i].name == "bias" ? 2 : 10;
-    const PackingHint hint = test_util::Sparsify(*values, keep);
-    EXPECT_TRUE((*model)->Write(i, *values, hint).ok());
-    if (names) names->push_back((*model)->tensors()[i].name);
-  }
-  auto out = (*model)->Serialize({packed});
+  auto out = test_util::CompressOnnxSample(packed, sizes, names);
   EXPECT_TRUE(out.ok()) << out.status();
-  if (sizes) *sizes = (*model)->stored_sizes();
-  return *out;
+  return out.ok() ? *out : std::string();
 }
 
 TEST(OnnxPackingTest, SparseInitializersReplaceDenseOnesWhereSmaller) {
@@ -141,14 +75,6 @@ TEST(OnnxPackingTest, DenseOutputHasNoSparseInitializers) {
   ASSERT_TRUE(dense.ParseFromString(Compress(false)));
   EXPECT_EQ(dense.graph().sparse_initializer_size(), 0);
   EXPECT_EQ(dense.graph().initializer_size(), 4);
-}
-
-// With BONSAI_PACKING_SAMPLES=<dir>: outputs for tests/e2e/test_packing_format.py.
-TEST(OnnxPackingTest, WritesSamplesForThePythonReader) {
-  if (!test_util::WriteSample("sample.dense.onnx", Compress(false))) {
-    GTEST_SKIP() << "BONSAI_PACKING_SAMPLES is not set";
-  }
-  test_util::WriteSample("sample.packed.onnx", Compress(true));
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// Compressed-looking models for the packing tests: each tensor's values are
+// Compressed-looking models for the packing tests and for
+// bonsai-packing-samples (write_packing_samples.cc): each tensor's values are
 // changed the way a method would (magnitude, 2:4, binary, ternary) and
 // written back with that method's PackingHint.
 #ifndef BONSAI_TESTS_UNIT_PACKING_SAMPLES_H_
@@ -7,11 +8,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <fstream>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "server/formats/in_memory.h"
 #include "server/formats/model.h"
 #include "tests/unit/formats_test_util.h"
 
@@ -110,13 +111,103 @@ inline void CompressSample(Model& model) {
   }
 }
 
-// Writes `bytes` under $BONSAI_PACKING_SAMPLES/<file> when that is set (for
-// tests/e2e/test_packing_format.py); false when it is not.
-inline bool WriteSample(const std::string& file, const std::string& bytes) {
-  const char* dir = std::getenv("BONSAI_PACKING_SAMPLES");
-  if (dir == nullptr || *dir == '\0') return false;
-  std::ofstream(std::string(dir) + "/" + file, std::ios::binary) << bytes;
-  return true;
+// MatMul weights in the main graph (raw_data and float_data), one in an If
+// branch, one in a Constant node, and a half-sparse bias.
+inline onnx::ModelProto SparseCandidates() {
+  onnx::ModelProto model = EmptyModel();
+  onnx::GraphProto* graph = model.mutable_graph();
+  graph->set_name("main");
+  auto* x = graph->add_input()->mutable_type()->mutable_tensor_type();
+  graph->mutable_input(0)->set_name("x");
+  x->set_elem_type(onnx::TensorProto::FLOAT);
+  x->mutable_shape()->add_dim()->set_dim_value(1);
+  x->mutable_shape()->add_dim()->set_dim_value(16);
+  *graph->add_initializer() = OnnxFloatTensor("W_raw", {16, 16}, Noise(256, 1));
+  *graph->add_initializer() = OnnxFloatTensor("W_typed", {16, 16}, Noise(256, 2), Storage::kTyped);
+  *graph->add_initializer() = OnnxFloatTensor("bias", {16}, Noise(16, 3));
+  onnx::TensorProto* cond = graph->add_initializer();
+  cond->set_name("cond");
+  cond->set_data_type(onnx::TensorProto::BOOL);
+  cond->add_int32_data(1);
+  AddNode(graph, "MatMul", {"x", "W_raw"}, {"a"});
+  AddNode(graph, "MatMul", {"a", "W_typed"}, {"b"});
+  AddNode(graph, "Add", {"b", "bias"}, {"c"});
+  onnx::NodeProto* constant = AddNode(graph, "Constant", {}, {"W_const"});
+  onnx::AttributeProto* value = constant->add_attribute();
+  value->set_name("value");
+  value->set_type(onnx::AttributeProto::TENSOR);
+  *value->mutable_t() = OnnxFloatTensor("W_const", {16, 16}, Noise(256, 4));
+  AddNode(graph, "MatMul", {"c", "W_const"}, {"d"});
+
+  onnx::NodeProto* branch = AddNode(graph, "If", {"cond"}, {"y"});
+  for (const char* name : {"then_branch", "else_branch"}) {
+    onnx::AttributeProto* attribute = branch->add_attribute();
+    attribute->set_name(name);
+    attribute->set_type(onnx::AttributeProto::GRAPH);
+    onnx::GraphProto* sub = attribute->mutable_g();
+    sub->set_name(name);
+    const std::string w = std::string("W_") + name;
+    *sub->add_initializer() = OnnxFloatTensor(w, {16, 16}, Noise(256, 5));
+    AddNode(sub, "MatMul", {"d", w}, {std::string("out_") + name});
+    onnx::ValueInfoProto* out = sub->add_output();
+    out->set_name(std::string("out_") + name);
+    auto* type = out->mutable_type()->mutable_tensor_type();
+    type->set_elem_type(onnx::TensorProto::FLOAT);
+    type->mutable_shape()->add_dim()->set_dim_value(1);
+    type->mutable_shape()->add_dim()->set_dim_value(16);
+  }
+  onnx::ValueInfoProto* y = graph->add_output();
+  y->set_name("y");
+  auto* type = y->mutable_type()->mutable_tensor_type();
+  type->set_elem_type(onnx::TensorProto::FLOAT);
+  type->mutable_shape()->add_dim()->set_dim_value(1);
+  type->mutable_shape()->add_dim()->set_dim_value(16);
+  return model;
+}
+
+// The ONNX sample with its weights 90% and its bias 50% zeroed, serialized
+// dense or packed; `sizes` and `names` get the stored sizes and tensor names.
+inline absl::StatusOr<std::string> CompressOnnxSample(bool packed,
+                                                      std::vector<StoredSize>* sizes = nullptr,
+                                                      std::vector<std::string>* names = nullptr) {
+  auto model = ParseOnnx(Serialized(SparseCandidates()));
+  if (!model.ok()) return model.status();
+  for (size_t i = 0; i < (*model)->tensors().size(); ++i) {
+    auto values = (*model)->Read(i);
+    if (!values.ok()) continue;
+    const size_t keep = (*model)->tensors()[i].name == "bias" ? 2 : 10;
+    const PackingHint hint = Sparsify(*values, keep);
+    if (auto status = (*model)->Write(i, *values, hint); !status.ok()) return status;
+    if (names) names->push_back((*model)->tensors()[i].name);
+  }
+  auto out = (*model)->Serialize({packed});
+  if (sizes) *sizes = (*model)->stored_sizes();
+  return out;
+}
+
+struct Outputs {
+  std::string dense, packed;
+  std::vector<std::string> names;
+  std::vector<StoredSize> sizes;
+};
+
+// The safetensors `input` compressed by CompressSample, serialized dense and
+// packed.
+inline absl::StatusOr<Outputs> CompressSafetensorsBothWays(const std::string& input) {
+  Outputs out;
+  for (bool packed : {false, true}) {
+    auto model = ParseSafetensors(input);
+    if (!model.ok()) return model.status();
+    CompressSample(**model);
+    auto bytes = (*model)->Serialize({packed});
+    if (!bytes.ok()) return bytes.status();
+    (packed ? out.packed : out.dense) = *bytes;
+    if (packed) {
+      out.sizes = (*model)->stored_sizes();
+      for (const auto& info : (*model)->tensors()) out.names.push_back(info.name);
+    }
+  }
+  return out;
 }
 
 }  // namespace bonsai::formats::test_util

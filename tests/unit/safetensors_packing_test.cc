@@ -17,27 +17,12 @@ using test_util::CompressSample;
 using test_util::SampleSafetensors;
 using test_util::SafetensorsFile;
 
-struct Outputs {
-  std::string dense, packed;
-  std::vector<std::string> names;
-  std::vector<StoredSize> sizes;
-};
+using test_util::Outputs;
 
 Outputs CompressBothWays(const std::string& input) {
-  Outputs out;
-  for (bool packed : {false, true}) {
-    auto model = ParseSafetensors(input);
-    EXPECT_TRUE(model.ok()) << model.status();
-    CompressSample(**model);
-    auto bytes = (*model)->Serialize({packed});
-    EXPECT_TRUE(bytes.ok()) << bytes.status();
-    (packed ? out.packed : out.dense) = *bytes;
-    if (packed) {
-      out.sizes = (*model)->stored_sizes();
-      for (const auto& info : (*model)->tensors()) out.names.push_back(info.name);
-    }
-  }
-  return out;
+  auto out = test_util::CompressSafetensorsBothWays(input);
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.ok() ? *out : Outputs();
 }
 
 // The parts of a packed file, by name.
@@ -199,16 +184,6 @@ TEST(SafetensorsPackingTest, ValuesNotMatchingTheirHintStayDense) {
 TEST(SafetensorsPackingTest, PackedOutputIsDeterministic) {
   EXPECT_EQ(CompressBothWays(SampleSafetensors()).packed,
             CompressBothWays(SampleSafetensors()).packed);
-}
-
-// Not a check of its own: with BONSAI_PACKING_SAMPLES=<dir> it writes the
-// dense and packed outputs that tests/e2e/test_packing_format.py unpacks.
-TEST(SafetensorsPackingTest, WritesSamplesForThePythonReader) {
-  const Outputs out = CompressBothWays(SampleSafetensors());
-  if (!test_util::WriteSample("sample.dense.safetensors", out.dense)) {
-    GTEST_SKIP() << "BONSAI_PACKING_SAMPLES is not set";
-  }
-  test_util::WriteSample("sample.packed.safetensors", out.packed);
 }
 
 }  // namespace
