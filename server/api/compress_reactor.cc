@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/api/admission.h"
-#include "server/api/call_outcome.h"
 #include "server/api/status_util.h"
 #include "server/engine/error_reason.h"
 #include "server/observability/job_log.h"

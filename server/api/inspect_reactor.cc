@@ -1,7 +1,6 @@
 #include "server/api/inspect_reactor.h"
 
 #include "server/api/admission.h"
-#include "server/api/call_outcome.h"
 #include "server/api/status_util.h"
 #include "server/engine/inspect_job.h"
 #include "server/observability/job_log.h"
