@@ -10,7 +10,8 @@ itself, as the server would, and merges the jobs' reports into one.
 Global magnitude scope needs one threshold over every job: the jobs settle
 it with the client through two rounds of exact histograms (global_cut.py),
 so every job must be in flight at once; there are then at most as many jobs
-as the replicas together admit (workers + queued, from GetCapabilities).
+as the replicas together admit for this client (workers + queued, at most
+each replica's per-client cap, from GetCapabilities).
 
 Failures: a replica that dies, refuses (RESOURCE_EXHAUSTED) or times out
 costs only its job, which is tried again on another replica after a backoff.
