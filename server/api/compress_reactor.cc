@@ -225,9 +225,8 @@ void CompressReactor::RunJob() {
   });
   if (!result.ok()) uploads_.Fail(result.status());  // the upload need not go on
   CompleteJob(std::move(result));
-  // The job's buffers were large and freed: give the pages back, so an idle
-  // server returns to its baseline instead of keeping its peak.
-  storage::ReleaseFreeMemory();
+  // The job's buffers were freed here; the worker gives their pages back
+  // once this closure is gone (JobScheduler::WorkerLoop).
 }
 
 void CompressReactor::QueueProgress(v1::Stage stage, double fraction, std::string_view detail) {

@@ -86,7 +86,10 @@ void ZstdFrameSizer::Run() {
     storage::ResizeForOverwrite(in, length);
     status = frame.file->ReadAt(offset, absl::MakeSpan(in.data(), in.size()));
     if (status.ok()) {
-      if (out.size() < ZSTD_compressBound(length)) storage::ResizeForOverwrite(out, ZSTD_compressBound(length));
+      // Only grows: a sampled frame after a full one keeps the larger size.
+      if (const size_t bound = ZSTD_compressBound(length); out.size() < bound) {
+        storage::ResizeForOverwrite(out, bound);
+      }
       const size_t result =
           ctx == nullptr ? 0
                          : ZSTD_compressCCtx(ctx, out.data(), out.size(), in.data(), in.size(), kZstdLevel);
