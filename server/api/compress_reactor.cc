@@ -129,7 +129,8 @@ absl::Status CompressReactor::HandleSpec(const v1::CompressionSpec& spec) {
   {
     absl::MutexLock lock(&mu_);  // Pump reads it
     output_ = std::make_unique<engine::JobOutput>(context_.options.spool_dir, uploads_.names(),
-                                                  uploads_.sizes(), [this] { Pump(); });
+                                                  uploads_.sizes(), [this] { Pump(); },
+                                                  spec_->proto.output_offset_bytes());
   }
   // The job starts now: it reads each tensor as soon as its bytes land.
   QueueProgress(v1::STAGE_QUEUED, 0.0, "");

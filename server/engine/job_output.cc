@@ -61,11 +61,13 @@ class JobOutput::Writer final : public formats::OutputFileWriter {
 };
 
 JobOutput::JobOutput(std::string spool_dir, std::vector<std::string> input_names,
-                     std::vector<uint64_t> input_sizes, std::function<void()> on_change)
+                     std::vector<uint64_t> input_sizes, std::function<void()> on_change,
+                     uint64_t output_offset_bytes)
     : spool_dir_(std::move(spool_dir)),
       names_(std::move(input_names)),
       sizes_in_(std::move(input_sizes)),
-      on_change_(std::move(on_change)) {}
+      on_change_(std::move(on_change)),
+      zstd_(output_offset_bytes) {}
 
 JobOutput::~JobOutput() = default;
 

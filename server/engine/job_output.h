@@ -24,9 +24,11 @@ namespace bonsai::engine {
 class JobOutput final : public formats::OutputSink {
  public:
   // `input_names` are the job's file names (outputs keep them); `on_change`
-  // is called (no lock held) whenever there is something new to send.
+  // is called (no lock held) whenever there is something new to send;
+  // `output_offset_bytes` is CompressionSpec.output_offset_bytes.
   JobOutput(std::string spool_dir, std::vector<std::string> input_names,
-            std::vector<uint64_t> input_sizes, std::function<void()> on_change);
+            std::vector<uint64_t> input_sizes, std::function<void()> on_change,
+            uint64_t output_offset_bytes = 0);
   ~JobOutput() override;
 
   // formats::OutputSink (the job's thread).

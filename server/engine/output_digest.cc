@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -35,7 +36,8 @@ std::string Sha256::FinishHex() {
   return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(hash), length));
 }
 
-ZstdFrameSizer::ZstdFrameSizer() : thread_([this] { Run(); }) {}
+ZstdFrameSizer::ZstdFrameSizer(uint64_t bytes_before)
+    : queued_bytes_(std::min(bytes_before, kZstdExactBytes)), thread_([this] { Run(); }) {}
 
 ZstdFrameSizer::~ZstdFrameSizer() {
   {

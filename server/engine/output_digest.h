@@ -10,7 +10,7 @@
 //
 // Even on its own thread, compressing everything would make zstd the slowest
 // stage of a big job (a 384 MiB model: 2.7 s of zstd against ~1 s to send
-// it), so past the first kZstdExactBytes of a job's output each full frame is
+// it), so past the first kZstdExactBytes of a model's output each full frame is
 // estimated from its middle kZstdSampleBytes: the slice's compressed size
 // scaled to the frame. Weights compress alike along a tensor, so the estimate
 // lands within a fraction of a percent; it is deterministic, and the report
@@ -58,7 +58,9 @@ class Sha256 {
 // sizes. Frames are queued as ranges, so queueing costs no memory.
 class ZstdFrameSizer {
  public:
-  ZstdFrameSizer();
+  // `bytes_before`: output of the same model that other jobs size (see
+  // CompressionSpec.output_offset_bytes); it counts toward the exact prefix.
+  explicit ZstdFrameSizer(uint64_t bytes_before = 0);
   ~ZstdFrameSizer();  // stops and joins
   void Add(std::shared_ptr<const storage::SpoolFile> file, uint64_t offset, uint64_t length);
   // Waits for every queued frame; the total, or the first error.

@@ -431,6 +431,7 @@ def merge_reports(reports: List[pb.CompressionReport], spec: pb.CompressionSpec,
         totals.model_bytes_in += t.model_bytes_in
         totals.model_bytes_out += t.model_bytes_out
         totals.model_bytes_out_zstd += t.model_bytes_out_zstd
+        totals.model_bytes_out_zstd_estimated |= t.model_bytes_out_zstd_estimated
         totals.macs_before += t.macs_before
         totals.macs_after += t.macs_after
         totals.dense_bytes += t.dense_bytes
@@ -619,6 +620,9 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
                 files=[pb.FileDeclaration(name=s.name, size_bytes=s.source.size) for s in job_shards],
                 calibration_size_bytes=os.path.getsize(job_calibration) if job_calibration else None, **kwargs)
             spec.exchange_global_cuts = exchange
+            # Where this job's output starts in the whole model's: the report's
+            # exact zstd prefix is then the model's, not one per job.
+            spec.output_offset_bytes = sum(sizes[:members[0]])
             info = ShardJob(index=j, files=[s.name for s in job_shards], bytes_in=sum(s.source.size for s in job_shards))
             jobs.append(_Job(info=info, shards=job_shards, spec=spec, calibration=job_calibration))
 
