@@ -2,10 +2,32 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "server/engine/error_reason.h"
 #include "server/observability/metrics.h"
 
 namespace bonsai::api {
+
+namespace {
+
+// The metric's label for each refusal reason (bonsai_rejected_total{reason}).
+const char* RejectedLabel(engine::ErrorReason reason) {
+  switch (reason) {
+    case engine::ErrorReason::kQueueFull: return "queue_full";
+    case engine::ErrorReason::kPeerLimit: return "peer_limit";
+    case engine::ErrorReason::kModelTooLarge: return "too_large";
+    case engine::ErrorReason::kSpoolFull: return "spool_full";
+    case engine::ErrorReason::kShuttingDown: return "shutting_down";
+    case engine::ErrorReason::kInvalidSpec:
+    case engine::ErrorReason::kInvalidModel: break;
+  }
+  return "other";
+}
+
+}  // namespace
+
+absl::Status Refused(absl::Status status, engine::ErrorReason reason) {
+  observability::RecordRejected(RejectedLabel(reason));
+  return engine::WithReason(std::move(status), reason);
+}
 
 absl::StatusOr<std::unique_ptr<AdmittedJob>> AdmitCall(engine::JobScheduler& scheduler,
                                                        PeerLimits& peers,
@@ -13,8 +35,7 @@ absl::StatusOr<std::unique_ptr<AdmittedJob>> AdmitCall(engine::JobScheduler& sch
   // A draining server says so first: the client retries elsewhere at once,
   // whatever its own count here.
   if (scheduler.closed()) {
-    observability::RecordRejected("shutting_down");
-    return engine::WithReason(
+    return Refused(
         absl::UnavailableError(
             "the server is shutting down and takes no new jobs; retry on another replica"),
         engine::ErrorReason::kShuttingDown);
@@ -24,16 +45,14 @@ absl::StatusOr<std::unique_ptr<AdmittedJob>> AdmitCall(engine::JobScheduler& sch
   auto job = std::make_unique<AdmittedJob>();
   auto peer = peers.Admit(peer_address);
   if (!peer.ok()) {
-    observability::RecordRejected("peer_limit");
-    return engine::WithReason(peer.status(), engine::ErrorReason::kPeerLimit);
+    return Refused(peer.status(), engine::ErrorReason::kPeerLimit);
   }
   job->peer = *std::move(peer);
   auto slot = scheduler.Admit();
   if (!slot.ok()) {
-    const bool closing = absl::IsUnavailable(slot.status());
-    observability::RecordRejected(closing ? "shutting_down" : "queue_full");
-    return engine::WithReason(slot.status(), closing ? engine::ErrorReason::kShuttingDown
-                                                     : engine::ErrorReason::kQueueFull);
+    return Refused(slot.status(), absl::IsUnavailable(slot.status())
+                                      ? engine::ErrorReason::kShuttingDown
+                                      : engine::ErrorReason::kQueueFull);
   }
   job->slot = *std::move(slot);
   return job;

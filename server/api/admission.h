@@ -11,6 +11,7 @@
 #include "server/api/active_calls.h"
 #include "server/api/peer_limits.h"
 #include "server/api/service_context.h"
+#include "server/engine/error_reason.h"
 #include "server/engine/job_scheduler.h"
 
 namespace bonsai::api {
@@ -21,6 +22,11 @@ struct AdmittedJob {
   std::unique_ptr<PeerSlot> peer;
   std::unique_ptr<engine::JobSlot> slot;
 };
+
+// A refusal, counted once: `status` tagged with `reason` (what the client
+// branches on) and bonsai_rejected_total incremented under the label the
+// dashboards use for that reason, so the two can never disagree.
+absl::Status Refused(absl::Status status, engine::ErrorReason reason);
 
 // UNAVAILABLE when the server is shutting down, RESOURCE_EXHAUSTED when the
 // peer is at --max_jobs_per_peer or the server is full.

@@ -2,9 +2,8 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "server/engine/error_reason.h"
+#include "server/api/admission.h"
 #include "server/formats/model_set.h"
-#include "server/observability/metrics.h"
 
 namespace bonsai::api {
 namespace {
@@ -12,8 +11,7 @@ namespace {
 using storage::HumanBytes;
 
 absl::Status TooLarge(const std::string& what, uint64_t bytes, uint64_t limit, const std::string& flag) {
-  observability::RecordRejected("too_large");
-  return engine::WithReason(
+  return Refused(
       absl::ResourceExhaustedError(absl::StrCat(
           "the ", what, " is ", HumanBytes(bytes), ", over this server's limit of ",
           HumanBytes(limit), " (--", flag, "); use a server with a larger limit")),
@@ -69,12 +67,10 @@ absl::Status UploadFiles::Declare(
   const uint64_t room = 3 * total + calibration_bytes;
   auto reservation = spool.TryReserve(room);
   if (!reservation.ok()) {
-    observability::RecordRejected("too_large");
-    return engine::WithReason(reservation.status(), engine::ErrorReason::kModelTooLarge);
+    return Refused(reservation.status(), engine::ErrorReason::kModelTooLarge);
   }
   if (*reservation == nullptr) {
-    observability::RecordRejected("spool_full");
-    return engine::WithReason(
+    return Refused(
         absl::ResourceExhaustedError(absl::StrCat(
             "the spool has no room for this job now (it needs ", HumanBytes(room), " of ",
             HumanBytes(spool.limit()), ", --max_spool_bytes); retry later or on another replica")),
