@@ -168,7 +168,7 @@ JobRun RunJob(std::string bytes, double sparsity) {
   (*file)->Complete();
   const uint64_t size = bytes.size();
   std::string().swap(bytes);
-  engine::JobOutput sink("/tmp", {"model.safetensors"}, {size}, nullptr);
+  engine::JobOutput sink(bonsai::storage::SpoolPlace{.dir = "/tmp"}, {"model.safetensors"}, {size}, nullptr);
   engine::CompressionInput input;
   input.spec = &spec;
   input.files.emplace_back(0, "model.safetensors", size, *file, bonsai::formats::WaitPolicy{});

@@ -69,6 +69,13 @@ ABSL_FLAG(uint64_t, max_memory_bytes, 0,
           "working memory over all running jobs, estimated per job from its largest tensor, "
           "method and calibration; a job that does not fit waits, one that never fits is refused. "
           "0 means 7/8 of the memory limit (cgroup or RAM) less 128 MiB");
+constexpr uint64_t kMemorySpoolFromBudget = 4ull << 30;
+ABSL_FLAG(int64_t, memory_spool_bytes, -1,
+          "memory over all jobs for uploads and outputs kept in memory instead of on the spool "
+          "disk (a job uses it when its files, 3x its model plus its calibration, fit when it "
+          "arrives; else the disk spool). It is taken out of the memory budget, not added to it. "
+          "-1: a quarter of the memory budget when --max_memory_bytes is 0 and the budget is at "
+          "least 4 GiB, else none; 0: always on disk");
 ABSL_FLAG(uint64_t, max_files, 4096, "files in one job (a sharded checkpoint's shards and others)");
 ABSL_FLAG(double, receive_idle_timeout_seconds, 60,
           "a job whose upload sends no byte for this long is ended with DEADLINE_EXCEEDED");
@@ -202,9 +209,23 @@ int main(int argc, char** argv) {
   uint64_t spool_bytes = absl::GetFlag(FLAGS_max_spool_bytes);
   if (spool_bytes == 0) spool_bytes = bonsai::storage::DefaultSpoolBudget(spool_dir);
   uint64_t memory_bytes = absl::GetFlag(FLAGS_max_memory_bytes);
-  if (memory_bytes == 0) memory_bytes = bonsai::storage::DefaultMemoryBudget();
+  int64_t memory_spool_bytes = absl::GetFlag(FLAGS_memory_spool_bytes);
+  if (memory_bytes == 0) {
+    memory_bytes = bonsai::storage::DefaultMemoryBudget();
+    // Only where a quarter can be spared: a small server keeps its whole
+    // budget for working sets (the chart's 2760Mi pod: two 256Mi tensors).
+    if (memory_spool_bytes < 0 && memory_bytes >= kMemorySpoolFromBudget) {
+      memory_spool_bytes = static_cast<int64_t>(memory_bytes / 4);
+    }
+  }
+  // Carved out of the memory budget: memfd pages count in the cgroup as
+  // working memory does, and cannot be written back under pressure.
+  memory_spool_bytes = std::clamp<int64_t>(memory_spool_bytes, 0, static_cast<int64_t>(memory_bytes));
+  memory_bytes -= static_cast<uint64_t>(memory_spool_bytes);
   bonsai::storage::ByteBudget spool("spool disk", "max_spool_bytes", spool_bytes);
   bonsai::storage::ByteBudget memory("working memory", "max_memory_bytes", memory_bytes);
+  bonsai::storage::ByteBudget memory_spool("memory spool", "memory_spool_bytes",
+                                           static_cast<uint64_t>(memory_spool_bytes));
   int max_per_peer = absl::GetFlag(FLAGS_max_jobs_per_peer);
   if (max_per_peer < 0) max_per_peer = workers + max_queued - 1;  // 0 for one slot: no cap
   bonsai::api::PeerLimits peers(max_per_peer);
@@ -224,6 +245,7 @@ int main(int argc, char** argv) {
   context.options.receive_idle_timeout_seconds = absl::GetFlag(FLAGS_receive_idle_timeout_seconds);
   context.spool = &spool;
   context.memory = &memory;
+  context.memory_spool = memory_spool_bytes > 0 ? &memory_spool : nullptr;
   bonsai::api::CompressorService service(context);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -264,9 +286,11 @@ int main(int argc, char** argv) {
                                           bonsai::observability::BoundMetricsPort());
   std::printf(
       "bonsai-server ready on %s (workers=%d, max_queued_jobs=%d, max_jobs_per_peer=%d, "
-      "max_memory_bytes=%llu, spool=%s, max_spool_bytes=%llu, tls=%s, metrics=%s)\n",
+      "max_memory_bytes=%llu, memory_spool_bytes=%lld, spool=%s, max_spool_bytes=%llu, tls=%s, "
+      "metrics=%s)\n",
       bound(absl::GetFlag(FLAGS_listen), port).c_str(), workers, max_queued, max_per_peer,
-      static_cast<unsigned long long>(memory_bytes), spool_dir.c_str(),
+      static_cast<unsigned long long>(memory_bytes), static_cast<long long>(memory_spool_bytes),
+      spool_dir.c_str(),
       static_cast<unsigned long long>(spool_bytes),
       std::string(bonsai::api::TlsModeName(port_credentials->mode)).c_str(), metrics.c_str());
   std::fflush(stdout);

@@ -37,6 +37,9 @@ v1::Capabilities DescribeCapabilities(const ServiceContext& context) {
   limits->set_receive_idle_timeout_seconds(context.options.receive_idle_timeout_seconds);
   if (context.memory != nullptr) limits->set_max_memory_bytes(context.memory->limit());
   if (context.spool != nullptr) limits->set_max_spool_bytes(context.spool->limit());
+  if (context.memory_spool != nullptr) {
+    limits->set_memory_spool_bytes(context.memory_spool->limit());
+  }
   return out;
 }
 

@@ -112,7 +112,8 @@ absl::Status CompressReactor::HandleSpec(const v1::CompressionSpec& spec) {
   }
   spec_ = std::make_shared<engine::ValidatedSpec>(std::move(*validated));
   if (absl::Status status = uploads_.Declare(spec.files(), spec.calibration_size_bytes(),
-                                             *context_.spool, /*allow_header_only=*/false);
+                                             *context_.spool, context_.memory_spool,
+                                             /*allow_header_only=*/false);
       !status.ok()) {
     return status;
   }
@@ -128,7 +129,7 @@ absl::Status CompressReactor::HandleSpec(const v1::CompressionSpec& spec) {
   // wakes the sender. The reactor outlives the job (the job holds it).
   {
     absl::MutexLock lock(&mu_);  // Pump reads it
-    output_ = std::make_unique<engine::JobOutput>(context_.options.spool_dir, uploads_.names(),
+    output_ = std::make_unique<engine::JobOutput>(uploads_.place(), uploads_.names(),
                                                   uploads_.sizes(), [this] { Pump(); },
                                                   spec_->proto.output_offset_bytes());
   }

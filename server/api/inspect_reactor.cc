@@ -63,7 +63,7 @@ absl::Status InspectReactor::HandleRequest() {
       have_spec_ = true;
       spec_ = request_.spec();
       if (auto status = uploads_.Declare(spec_.files(), 0, *context_.spool,
-                                         /*allow_header_only=*/true);
+                                         context_.memory_spool, /*allow_header_only=*/true);
           !status.ok()) {
         return status;
       }

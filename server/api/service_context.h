@@ -20,6 +20,9 @@ struct ServiceContext {
   CallDeadlines* deadlines = nullptr;   // --max_job_seconds
   storage::ByteBudget* spool = nullptr;   // disk: uploads and outputs
   storage::ByteBudget* memory = nullptr;  // working memory of running jobs
+  // Uploads and outputs kept in memory instead of on disk, when a job's fit
+  // (--memory_spool_bytes; carved out of the memory budget, not beside it).
+  storage::ByteBudget* memory_spool = nullptr;
 };
 
 }  // namespace bonsai::api

@@ -24,7 +24,8 @@ UploadFiles::~UploadFiles() { Fail(absl::CancelledError("the call ended")); }
 
 absl::Status UploadFiles::Declare(
     const google::protobuf::RepeatedPtrField<v1::FileDeclaration>& files,
-    uint64_t calibration_bytes, storage::ByteBudget& spool, bool allow_header_only) {
+    uint64_t calibration_bytes, storage::ByteBudget& spool, storage::ByteBudget* memory_spool,
+    bool allow_header_only) {
   if (files.empty()) {
     return absl::InvalidArgumentError(
         "the spec declares no files; list the model's files (name and size) in `files`");
@@ -65,21 +66,35 @@ absl::Status UploadFiles::Declare(
   // only where it is smaller, an index file grows by its packed names) and a
   // packed output's scratch copy.
   const uint64_t room = 3 * total + calibration_bytes;
-  auto reservation = spool.TryReserve(room);
-  if (!reservation.ok()) {
-    return Refused(reservation.status(), engine::ErrorReason::kModelTooLarge);
+  // In memory when it has room now: page-cache writes of the disk spool are
+  // about half of a big job's server CPU (the upload and the output each
+  // written once and read once); a memfd costs the copy alone. Never waits
+  // and never refuses: the disk spool is the fallback.
+  if (memory_spool != nullptr && memory_spool->limit() > 0) {
+    auto in_memory = memory_spool->TryReserve(room);
+    if (in_memory.ok() && *in_memory != nullptr) {
+      spool_room_ = *std::move(in_memory);
+      place_ = {.dir = "", .in_memory = true};
+    }
   }
-  if (*reservation == nullptr) {
-    return Refused(
-        absl::ResourceExhaustedError(absl::StrCat(
-            "the spool has no room for this job now (it needs ", HumanBytes(room), " of ",
-            HumanBytes(spool.limit()), ", --max_spool_bytes); retry later or on another replica")),
-        engine::ErrorReason::kSpoolFull);
+  if (spool_room_ == nullptr) {
+    auto reservation = spool.TryReserve(room);
+    if (!reservation.ok()) {
+      return Refused(reservation.status(), engine::ErrorReason::kModelTooLarge);
+    }
+    if (*reservation == nullptr) {
+      return Refused(
+          absl::ResourceExhaustedError(absl::StrCat(
+              "the spool has no room for this job now (it needs ", HumanBytes(room), " of ",
+              HumanBytes(spool.limit()), ", --max_spool_bytes); retry later or on another replica")),
+          engine::ErrorReason::kSpoolFull);
+    }
+    spool_room_ = *std::move(reservation);
+    place_ = {.dir = options_.spool_dir, .in_memory = false};
   }
-  spool_room_ = *std::move(reservation);
   auto activity = std::make_shared<storage::UploadActivity>();
   for (const v1::FileDeclaration& file : files) {
-    auto data = storage::SpoolFile::Create(options_.spool_dir, file.name());
+    auto data = place_.Create(file.name());
     if (!data.ok()) return data.status();
     (*data)->set_activity(activity);
     files_.push_back({file, *std::move(data)});
@@ -88,7 +103,7 @@ absl::Status UploadFiles::Declare(
     v1::FileDeclaration declaration;
     declaration.set_name("calibration");
     declaration.set_size_bytes(calibration_bytes);
-    auto data = storage::SpoolFile::Create(options_.spool_dir, "calibration");
+    auto data = place_.Create("calibration");
     if (!data.ok()) return data.status();
     (*data)->set_activity(activity);
     calibration_ = Upload{declaration, *std::move(data)};

@@ -28,11 +28,14 @@ class UploadFiles {
   ~UploadFiles();  // fails files still open, so a waiting job wakes up
 
   // Checks the declared files (names, sizes, count) against the limits,
-  // takes their spool room (inputs and outputs) from `spool`, and creates
-  // their spool files. `allow_header_only` for Inspect.
+  // takes their spool room (inputs and outputs) from `memory_spool` if it has
+  // room now (may be null), else from the disk `spool`, and creates their
+  // spool files there. `allow_header_only` for Inspect.
   absl::Status Declare(const google::protobuf::RepeatedPtrField<v1::FileDeclaration>& files,
                        uint64_t calibration_bytes, storage::ByteBudget& spool,
-                       bool allow_header_only);
+                       storage::ByteBudget* memory_spool, bool allow_header_only);
+  // Where this job's files are: its outputs go to the same place.
+  const storage::SpoolPlace& place() const { return place_; }
 
   absl::Status AcceptFileChunk(const v1::FileChunk& chunk);
   absl::Status AcceptCalibrationChunk(const std::string& chunk);
@@ -66,6 +69,7 @@ class UploadFiles {
   std::vector<Upload> files_;
   std::optional<Upload> calibration_;
   std::unique_ptr<storage::Reservation> spool_room_;
+  storage::SpoolPlace place_;
   uint64_t model_bytes_ = 0;
   uint64_t declared_bytes_ = 0;
   uint64_t received_bytes_ = 0;

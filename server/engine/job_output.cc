@@ -60,10 +60,10 @@ class JobOutput::Writer final : public formats::OutputFileWriter {
   std::string buffer_;
 };
 
-JobOutput::JobOutput(std::string spool_dir, std::vector<std::string> input_names,
+JobOutput::JobOutput(storage::SpoolPlace place, std::vector<std::string> input_names,
                      std::vector<uint64_t> input_sizes, std::function<void()> on_change,
                      uint64_t output_offset_bytes)
-    : spool_dir_(std::move(spool_dir)),
+    : place_(std::move(place)),
       names_(std::move(input_names)),
       sizes_in_(std::move(input_sizes)),
       on_change_(std::move(on_change)),
@@ -77,7 +77,7 @@ absl::StatusOr<formats::OutputFileWriter*> JobOutput::BeginFile(size_t input_ind
   if (input_index >= names_.size()) {
     return absl::InternalError(absl::StrCat("output for file ", input_index, " of ", names_.size()));
   }
-  auto file = storage::SpoolFile::Create(spool_dir_, names_[input_index]);
+  auto file = place_.Create(names_[input_index]);
   if (!file.ok()) return file.status();
   (*file)->set_on_change(on_change_);
   writer_ = std::make_unique<Writer>(*file, zstd_);
@@ -113,7 +113,7 @@ absl::Status JobOutput::EndFile() {
 }
 
 absl::StatusOr<std::shared_ptr<storage::SpoolFile>> JobOutput::Scratch(std::string name) {
-  return storage::SpoolFile::Create(spool_dir_, std::move(name));
+  return place_.Create(std::move(name));
 }
 
 std::vector<v1::FileReport> JobOutput::file_reports() const {

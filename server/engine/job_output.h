@@ -26,7 +26,7 @@ class JobOutput final : public formats::OutputSink {
   // `input_names` are the job's file names (outputs keep them); `on_change`
   // is called (no lock held) whenever there is something new to send;
   // `output_offset_bytes` is CompressionSpec.output_offset_bytes.
-  JobOutput(std::string spool_dir, std::vector<std::string> input_names,
+  JobOutput(storage::SpoolPlace place, std::vector<std::string> input_names,
             std::vector<uint64_t> input_sizes, std::function<void()> on_change,
             uint64_t output_offset_bytes = 0);
   ~JobOutput() override;
@@ -53,7 +53,7 @@ class JobOutput final : public formats::OutputSink {
  private:
   class Writer;
 
-  const std::string spool_dir_;
+  const storage::SpoolPlace place_;
   const std::vector<std::string> names_;
   const std::vector<uint64_t> sizes_in_;
   const std::function<void()> on_change_;

@@ -50,6 +50,11 @@ absl::StatusOr<std::shared_ptr<SpoolFile>> SpoolFile::CreateInMemory(std::string
   return std::shared_ptr<SpoolFile>(new SpoolFile(fd, std::move(name)));
 }
 
+absl::StatusOr<std::shared_ptr<SpoolFile>> SpoolPlace::Create(std::string name) const {
+  return in_memory ? SpoolFile::CreateInMemory(std::move(name))
+                   : SpoolFile::Create(dir, std::move(name));
+}
+
 SpoolFile::~SpoolFile() { close(fd_); }
 
 absl::Status SpoolFile::Append(std::string_view bytes) {

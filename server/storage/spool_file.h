@@ -35,12 +35,24 @@ class UploadActivity {
   std::atomic<int64_t> last_{absl::ToUnixNanos(absl::Now())};
 };
 
+class SpoolFile;
+
+// Where one job's spool files live: the spool folder on disk, or anonymous
+// memory (memfd) when the job fits the memory spool (--memory_spool_bytes).
+// Either way a file is an fd read with positional reads, and nothing is left
+// behind when the job ends.
+struct SpoolPlace {
+  std::string dir;         // when !in_memory
+  bool in_memory = false;
+  absl::StatusOr<std::shared_ptr<SpoolFile>> Create(std::string name) const;
+};
+
 class SpoolFile {
  public:
   // Creates an empty, unlinked file in `dir`.
   static absl::StatusOr<std::shared_ptr<SpoolFile>> Create(const std::string& dir,
                                                            std::string name);
-  // The same in anonymous memory (memfd), for tests and benchmarks.
+  // The same in anonymous memory (memfd): the memory spool, scratch copies.
   static absl::StatusOr<std::shared_ptr<SpoolFile>> CreateInMemory(std::string name);
   ~SpoolFile();
   SpoolFile(const SpoolFile&) = delete;

@@ -56,6 +56,8 @@ def test_a_1_gib_checkpoint_compresses_in_a_512_mib_server(tmp_path):
     spool.mkdir()
     with memory_limit.limited_server(512 * MIB, [f"--spool_dir={spool}"]) as server:
         with bonsai.Client(server.target, timeout=900) as client:
+            # A small server keeps its whole budget for working sets: no memory spool.
+            assert client.capabilities().limits.memory_spool_bytes == 0
             result = client.compress(str(source), method="magnitude", sparsity=0.5, scope="global",
                                      output_path=str(out))
         hwm = server.vm_hwm_bytes()

@@ -1,6 +1,7 @@
 """Uploads and outputs live in unlinked spool files that vanish with their
-job, whatever its end; working memory and spool disk are budgets: a job
-waits for its share, and one that can never fit is refused naming the flag."""
+job, whatever its end, on disk or, when the job fits the memory spool, in
+memfds; working memory and spool disk are budgets: a job waits for its share,
+and one that can never fit is refused naming the flag."""
 from __future__ import annotations
 
 import os
@@ -25,11 +26,21 @@ MiB = 1 << 20
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 SETTLE_SECONDS = 10
+# The disk spool is what these tests watch: no job goes to the memory spool.
+DISK_ONLY = "--memory_spool_bytes=0"
+MEMFD = "/memfd:bonsai"
 
 
 def spool_fds(pid: int, spool_dir) -> list:
-    """The process's open files inside `spool_dir` (unlinked: "... (deleted)")."""
+    """The process's open files inside `spool_dir` (unlinked: "... (deleted)"),
+    or with spool_dir=MEMFD its memory spool files."""
+    if spool_dir == MEMFD:
+        return [t for t in _fd_targets(pid) if t.startswith(MEMFD)]
     folder = os.path.realpath(spool_dir)
+    return [t for t in _fd_targets(pid) if t.startswith(folder + "/")]
+
+
+def _fd_targets(pid: int) -> list:
     found = []
     fd_dir = f"/proc/{pid}/fd"
     for fd in os.listdir(fd_dir):
@@ -37,8 +48,7 @@ def spool_fds(pid: int, spool_dir) -> list:
             target = os.readlink(os.path.join(fd_dir, fd))
         except FileNotFoundError:
             continue  # closed meanwhile
-        if target.startswith(folder + "/"):
-            found.append(target)
+        found.append(target)
     return found
 
 
@@ -71,7 +81,7 @@ def model_48mib():
 def test_a_running_job_holds_unlinked_spool_files_and_drops_them_when_done(start_server, spool, mlp_safetensors):
     """The control for the tests below: while a job runs, its files are open
     in the spool folder, yet the folder lists nothing."""
-    srv = start_server([f"--spool_dir={spool}"])
+    srv = start_server([f"--spool_dir={spool}", DISK_ONLY])
     with bonsai.Client(srv.target, timeout=120) as c:
         held = HeldJob(c, mlp_safetensors)
         assert held.admitted.wait(HOLD_TIMEOUT)
@@ -121,18 +131,42 @@ ENDINGS = {"success": _succeed, "invalid_model": _invalid_model, "cut_short": _c
            "client_vanished_mid_upload": _client_vanished_mid_upload}
 
 
+def test_a_job_that_fits_the_memory_spool_keeps_its_files_in_memfds(start_server, spool, mlp_safetensors):
+    """The memory spool is used when the job fits it (3x the model), the disk
+    spool otherwise; both give the same bytes."""
+    srv = start_server([f"--spool_dir={spool}", f"--memory_spool_bytes={MiB}"])
+    small = mlp_safetensors  # ~40 KB: fits 1 MiB three times over
+    big = safetensors_io.dumps({"w.weight": np.ones((256, 512), np.float32)})  # 512 KiB: 1.5 MiB does not
+    with bonsai.Client(srv.target, timeout=120) as c:
+        assert c.capabilities().limits.memory_spool_bytes == MiB
+        for model, held_in, not_in in ((small, MEMFD, spool), (big, spool, MEMFD)):
+            held = HeldJob(c, model)
+            assert held.admitted.wait(HOLD_TIMEOUT)
+            assert spool_fds(srv.pid, held_in), f"no spool file in {held_in}"
+            assert spool_fds(srv.pid, not_in) == []
+            assert held.finish()
+        assert wait_until_no_spool_fds(srv, MEMFD) == []
+        disk = start_server([f"--spool_dir={spool}", DISK_ONLY])
+        with bonsai.Client(disk.target, timeout=120) as d:
+            for model in (small, big):
+                assert c.compress(model, sparsity=0.5).model == d.compress(model, sparsity=0.5).model
+
+
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("place", ["disk", "memory"])
 @pytest.mark.parametrize("ending", sorted(ENDINGS))
 def test_a_job_leaves_nothing_in_the_spool_however_it_ends(start_server, spool, model_48mib, mlp_safetensors,
-                                                          ending):
-    srv = start_server([f"--spool_dir={spool}"])
+                                                          ending, place):
+    where = MEMFD if place == "memory" else spool
+    srv = start_server([f"--spool_dir={spool}",
+                        f"--memory_spool_bytes={256 * MiB}" if place == "memory" else DISK_ONLY])
     with bonsai.Client(srv.target, timeout=120, retry=bonsai.NO_RETRY) as c:
         ENDINGS[ending](srv, c, model_48mib)
-        held = wait_until_no_spool_fds(srv, spool)
+        held = wait_until_no_spool_fds(srv, where)
         assert held == [], f"{len(held)} spool file(s) still open {SETTLE_SECONDS}s after the job ended: {held}"
         assert os.listdir(spool) == []
         assert_compress_works(c, mlp_safetensors)
-    assert wait_until_no_spool_fds(srv, spool) == []
+    assert wait_until_no_spool_fds(srv, where) == []
 
 
 # ---------------------------------------------------------------- working memory
@@ -215,7 +249,7 @@ def _two_mib_model() -> bytes:
 
 
 def test_upload_over_max_spool_bytes_is_resource_exhausted(start_server, spool, mlp_safetensors):
-    srv = start_server([f"--spool_dir={spool}", f"--max_spool_bytes={4 * MiB}"])
+    srv = start_server([f"--spool_dir={spool}", f"--max_spool_bytes={4 * MiB}", DISK_ONLY])
     with bonsai.Client(srv.target, timeout=60, retry=bonsai.NO_RETRY) as c:
         assert c.capabilities().limits.max_spool_bytes == 4 * MiB
         expect_error(EXHAUSTED, lambda: c.compress(_two_mib_model()), "max_spool_bytes")
@@ -226,7 +260,7 @@ def test_upload_over_max_spool_bytes_is_resource_exhausted(start_server, spool, 
 def test_client_does_not_retry_an_upload_that_can_never_fit_the_spool(start_server, mlp_safetensors):
     """RESOURCE_EXHAUSTED is "busy, retry" or "too large, never": a job over
     the whole spool budget is the second kind, like one over max_model_bytes."""
-    srv = start_server([f"--max_spool_bytes={4 * MiB}"])
+    srv = start_server([f"--max_spool_bytes={4 * MiB}", DISK_ONLY])
     retry = bonsai.RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
     with bonsai.Client(srv.target, timeout=60, retry=retry) as c:
         before = _rejected_too_large(srv)
