@@ -41,6 +41,7 @@ absl::StatusOr<v1::InspectResponse> RunInspectJob(const v1::InspectSpec& spec,
     out->set_params(info.params);
     out->set_role(info.role);
     out->set_file(info.file);
+    out->set_output_head(info.output_head);
     const bool selected = IsSelected(info, *include, *exclude, false);
     out->set_selected(selected);
     if (tensor::IsFloating(info.dtype) && !header_only.contains(info.file)) {

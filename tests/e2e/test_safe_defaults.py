@@ -88,6 +88,29 @@ def test_safetensors_tensors_named_as_heads_are_left_whole(client, head):
     assert any(f"left {head}.weight whole" in w for w in result.warnings)
 
 
+def test_inspect_marks_the_heads_structured_pruning_leaves_whole(client, server, mlp_onnx, mlp_safetensors,
+                                                                 tmp_path):
+    """The same heads as the structured jobs above leave whole, seen before
+    any job: the ONNX classifier (its channels reach the graph output) and,
+    in safetensors, a head by name or else the last weight matrix."""
+    onnx_heads = {t.name for t in client.inspect(mlp_onnx).tensors if t.output_head}
+    assert onnx_heads == {"fc3.weight"}
+    assert {t.name for t in client.inspect(mlp_safetensors).tensors if t.output_head} == {"fc3.weight"}
+    rng = np.random.default_rng(3)
+    named = {"classifier.weight": rng.standard_normal((6, 8)).astype(np.float32),
+             "encoder.out.weight": rng.standard_normal((8, 8)).astype(np.float32)}
+    assert {t.name for t in client.inspect(safetensors_io.dumps(named)).tensors if t.output_head} == \
+        {"classifier.weight"}
+    lone = {"w": rng.standard_normal((8, 6)).astype(np.float32)}
+    assert not any(t.output_head for t in client.inspect(safetensors_io.dumps(lone)).tensors)
+    src = tmp_path / "mlp.onnx"
+    src.write_bytes(mlp_onnx)
+    proc = run_cli("inspect", str(src), target=server.target)
+    assert proc.returncode == 0, proc.stderr
+    assert "output heads (structured pruning leaves them whole unless an --include names them): fc3.weight" \
+        in proc.stdout
+
+
 # ------------------------------------------------------- selecting nothing
 
 def test_a_job_that_selects_no_tensor_is_invalid_argument_naming_the_selection(strict_client, mlp_safetensors):

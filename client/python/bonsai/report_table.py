@@ -83,6 +83,10 @@ def format_inspect(response: pb.InspectResponse) -> str:
     out.append("")
     out.append(f"format {response.format}: {response.total_params:,} params in {human_bytes(response.total_bytes)}, "
                f"{response.selected_params:,} selected")
+    heads = [t.name for t in response.tensors if t.output_head]
+    if heads:
+        out.append(f"output heads (structured pruning leaves them whole unless an --include names them): "
+                   f"{', '.join(heads)}")
     return "\n".join(out)
 
 
@@ -92,7 +96,8 @@ def format_capabilities(caps: pb.Capabilities) -> str:
     out.append(f"limits: model {human_bytes(lim.max_model_bytes)}, chunk {human_bytes(lim.max_chunk_bytes)}, "
                f"calibration {human_bytes(lim.max_calibration_bytes)}, {lim.workers} workers, "
                f"{lim.max_queued_jobs} queued jobs, working memory {human_bytes(lim.max_memory_bytes)}, "
-               f"spool {human_bytes(lim.max_spool_bytes)}, {lim.max_files} files a job")
+               f"spool {human_bytes(lim.max_spool_bytes)} (in memory {human_bytes(lim.memory_spool_bytes)}), "
+               f"{lim.max_files} files a job")
     per_peer = f"{lim.max_jobs_per_peer} jobs per client" if lim.max_jobs_per_peer else "no per-client cap"
     job_time = f"jobs end after {lim.max_job_seconds:g} s" if lim.max_job_seconds else "no job time cap"
     out.append(f"        {per_peer}, {job_time}, uploads idle for {lim.receive_idle_timeout_seconds:g} s "
