@@ -592,13 +592,21 @@ def self_check() -> None:
 
 # ------------------------------------------------------------------ main
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def common_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every script on this trained LM shares (lm_quality.py,
+    sequential_calibration.py): the server, the results file, the weights
+    cache, --quick."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--server", default=os.environ.get("BONSAI_SERVER", "build/bin/bonsai-server"))
     p.add_argument("--out", help="write this script's section of a Markdown file (docs/results.md)")
     p.add_argument("--cache-dir", default=os.path.join("build", "lm-quality"),
                    help="where the trained weights are kept between runs")
     p.add_argument("--quick", action="store_true", help="a 1-layer model, 40 steps, 4 rows: plumbing only")
+    return p
+
+
+def main() -> int:
+    p = common_arguments(__doc__)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--self-check", action="store_true",
                    help="check the script's own checkers and references in seconds (no server, no training)")

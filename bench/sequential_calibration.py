@@ -18,7 +18,6 @@ is a JSON summary.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -163,12 +162,7 @@ def markdown(c, dense_ppl, table, command, blocks, repeats):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--server", default=os.environ.get("BONSAI_SERVER", "build/bin/bonsai-server"))
-    p.add_argument("--out", help="write this script's section of a Markdown file (docs/results.md)")
-    p.add_argument("--cache-dir", default=os.path.join("build", "lm-quality"),
-                   help="lm_quality.py's trained-weights cache")
-    p.add_argument("--quick", action="store_true", help="lm_quality's 1-layer model: plumbing only")
+    p = lm.common_arguments(__doc__)
     p.add_argument("--repeats", type=int, default=3,
                    help="runs of each path per row; the times are the fastest run's (default 3)")
     args = p.parse_args()
