@@ -15,10 +15,12 @@
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_format.h"
 #include "bench/bench_util.h"
+#include "server/engine/core_lending.h"
 #include "server/formats/in_memory.h"
 #include "server/formats/model.h"
 #include "server/methods/method.h"
@@ -66,6 +68,8 @@ Timing Measure(const Case& c, const std::vector<bonsai::formats::TensorInfo>& in
 
 int main(int argc, char** argv) {
   int64_t tensors = 4, rows = 4096, cols = 4096;
+  // As on an idle server: one job, the machine's cores to lend its loops.
+  bonsai::engine::CoreLending lending(static_cast<int>(std::thread::hardware_concurrency()));
   int repeats = 3;
   bool matmul = false;
   for (int i = 1; i < argc; ++i) {

@@ -21,11 +21,13 @@
 #include <fstream>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_format.h"
 #include "bench/bench_util.h"
 #include "bonsai/v1/compressor.pb.h"
+#include "server/engine/core_lending.h"
 #include "server/engine/compression_job.h"
 #include "server/engine/job_plan.h"
 #include "server/formats/in_memory.h"
@@ -234,6 +236,8 @@ struct Series {
 
 int main(int argc, char** argv) {
   const Options options = ParseOptions(argc, argv);
+  // As on an idle server: one job, the machine's cores to lend its loops.
+  bonsai::engine::CoreLending lending(static_cast<int>(std::thread::hardware_concurrency()));
   const std::string bytes = ReadFile(options.model);
 
   auto model = Check(bonsai::formats::ParseModel(std::string(bytes)), "ParseModel");

@@ -5,7 +5,6 @@
 #include "absl/strings/str_cat.h"
 #include "server/observability/metrics.h"
 #include "server/storage/allocator_tuning.h"
-#include "server/tensor/spare_cores.h"
 
 namespace bonsai::engine {
 
@@ -21,12 +20,10 @@ class SchedulerCoreLease final : public CoreLease {
 };
 
 JobScheduler::JobScheduler(int workers, int max_queued_jobs)
-    : max_queued_(max_queued_jobs), cores_(workers) {
+    : max_queued_(max_queued_jobs), cores_(workers), lending_(workers) {
   // One BLAS thread per job: parallelism comes from running jobs side by
   // side, and a multi-threaded BLAS inside each would oversubscribe the cores.
   openblas_set_num_threads(1);
-  // Loops that are not BLAS may borrow the cores no job is computing on.
-  tensor::SetCoreBudget(workers);
   observability::SetJobSlots(workers + max_queued_jobs);
   const int threads = workers + max_queued_jobs;
   threads_.reserve(threads);
@@ -108,7 +105,7 @@ void JobScheduler::Release() {
 // (uploading, waiting for bytes, a core or memory, or sending), so a server
 // whose slots are all held shows it, whatever its jobs are doing.
 void JobScheduler::PublishGauges() {
-  tensor::SetRunningJobs(computing_);
+  lending_.SetComputingJobs(computing_);
   observability::SetJobsRunning(computing_);
   observability::SetJobsQueued(admitted_ - computing_);
 }

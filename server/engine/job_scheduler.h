@@ -19,6 +19,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "server/engine/core_lending.h"
 
 namespace bonsai::engine {
 
@@ -90,6 +91,8 @@ class JobScheduler final : public CoreGate {
 
   const int max_queued_;
   const int cores_;
+  // Loops that are not BLAS may borrow the cores no job is computing on.
+  CoreLending lending_;
   mutable absl::Mutex mu_;
   int admitted_ ABSL_GUARDED_BY(mu_) = 0;
   int computing_ ABSL_GUARDED_BY(mu_) = 0;  // jobs holding a core

@@ -7,7 +7,7 @@
 #include "server/methods/calibration_check.h"
 #include "server/methods/reconstruction.h"
 #include "server/methods/weight_matrix.h"
-#include "server/tensor/spare_cores.h"
+#include "server/tensor/run_in_parallel.h"
 
 namespace bonsai::methods {
 
@@ -44,7 +44,7 @@ absl::StatusOr<MethodOutcome> RtnMethod::Apply(const WeightTensor& weight,
   if (RowsAreContiguous(g) && !measure) {
     // Each group is read once from memory and quantized from L1. Rows are
     // independent, so two halves of a long step may run on two cores
-    // (spare_cores.h) with the same result.
+    // (run_in_parallel.h) with the same result.
     auto quantize_rows = [&](int64_t first, int64_t end) {
       for (int64_t r = first; r < end; ++r) {
         QuantizeRow(values.subspan(r * g.row_stride, d), spec_, grids.data() + r * groups);

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "server/tensor/spare_cores.h"
+#include "server/tensor/run_in_parallel.h"
 
 namespace bonsai::tensor {
 namespace {
@@ -130,7 +130,7 @@ void CollectRange(const float* data, size_t length, uint32_t low, uint32_t high,
 
 }  // namespace
 
-// Long spans are split over two cores (spare_cores.h); only counts and the
+// Long spans are split over two cores (run_in_parallel.h); only counts and the
 // set of collected values matter, not their order.
 void MagnitudeBracket::Collect(absl::Span<const float> values) {
   if (cut_) return;

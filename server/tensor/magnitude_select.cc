@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "server/tensor/spare_cores.h"
+#include "server/tensor/run_in_parallel.h"
 
 namespace bonsai::tensor {
 namespace {
@@ -131,7 +131,7 @@ void MagnitudeSelector::FinishPass(int pass) {
   }
 }
 
-// Zeroing below the threshold splits across two cores (spare_cores.h);
+// Zeroing below the threshold splits across two cores (run_in_parallel.h);
 // ties (rare) are then pruned in index order on this thread, in a second
 // look at the chunks that hold any: ZeroBelow leaves elements equal to the
 // threshold as they were and turns the others it prunes into zeros, which
