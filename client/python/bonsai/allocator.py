@@ -17,7 +17,6 @@ environment do the same for any process and win over this.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 # <malloc.h>
@@ -31,12 +30,10 @@ TRIM_THRESHOLD_BYTES = 64 << 20  # keep up to 64 MiB of free heap for the next c
 def tune_for_streaming() -> bool:
     """Applies the settings above; False where the C library is not glibc
     (or the environment already sets them), which changes nothing else."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        # The symbols already loaded into this process, libc's among them:
+        # ctypes.util.find_library would run `ldconfig -p` (~50 ms at start-up).
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
