@@ -9,9 +9,9 @@ itself, as the server would, and merges the jobs' reports into one.
 
 Global magnitude scope needs one threshold over every job: the jobs settle
 it with the client through two rounds of exact histograms (global_cut.py),
-so every job must be in flight at once; there are then at most as many jobs
-as the replicas together admit for this client (workers + queued, at most
-each replica's per-client cap, from GetCapabilities).
+so every job must be in flight at once; there is then one job per worker of
+the replicas (at most each replica's per-client cap, from GetCapabilities),
+since a replica computes on its workers only.
 
 Failures: a replica that dies, refuses (RESOURCE_EXHAUSTED) or times out
 costs only its job, which is tried again on another replica after a backoff.
@@ -579,8 +579,11 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
 
     sizes = [f.source.size for f in shards]
     groups = len(shards)
-    if exchange:  # every job must be in flight at once to settle the threshold
-        groups = min(groups, sum(r.capacity for r in answered))
+    if exchange:
+        # Every job must be in flight at once to settle the threshold, and a
+        # replica computes on `workers` of them at a time: more jobs than that
+        # add only per-job costs (a call, spool files, threads) and contention.
+        groups = min(groups, sum(min(r.capacity, max(1, int(r.limits.workers))) for r in answered))
     grouped = shard_groups(sizes, groups)
 
     scratch = tempfile.mkdtemp(prefix="bonsai-parallel-")
