@@ -5,32 +5,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/engine/spec_checks.h"
+#include "server/engine/method_options.h"
 
 namespace bonsai::engine {
 namespace {
-
-methods::MethodConfig ToMethodConfig(const std::string& method, double sparsity,
-                                     v1::Scope scope, const v1::MethodOptions& options) {
-  methods::MethodConfig config;
-  config.method = method;
-  config.sparsity = sparsity;
-  config.scope = scope == v1::SCOPE_GLOBAL ? methods::Scope::kGlobal : methods::Scope::kLayer;
-  config.n = static_cast<int>(options.n());
-  config.m = static_cast<int>(options.m());
-  config.norm = options.norm() == v1::NORM_L1 ? methods::NormKind::kL1 : methods::NormKind::kL2;
-  config.structured_mode = options.structured_mode() == v1::STRUCTURED_MODE_PHYSICAL
-                               ? methods::StructuredMode::kPhysical
-                               : methods::StructuredMode::kMask;
-  if (options.block_size() > 0) config.block_size = static_cast<int>(options.block_size());
-  if (options.dampening() > 0) config.dampening = options.dampening();
-  config.per_channel = options.per_channel();
-  config.bits = static_cast<int>(options.bits());
-  if (options.has_group_size()) config.group_size = options.group_size();
-  config.symmetric = options.symmetric();
-  config.act_order = options.act_order();
-  return config;
-}
 
 absl::Status CheckMethod(const methods::MethodConfig& config, absl::string_view where) {
   auto method = methods::CreateMethod(config);
@@ -140,10 +118,10 @@ absl::StatusOr<ValidatedSpec> ValidateSpec(const v1::CompressionSpec& spec) {
         "options would be ignored, so leave them unset");
   }
   if (!spec.method().empty()) {
+    if (auto s = CheckOptionsBelongToMethod(spec.method(), spec.options(), ""); !s.ok()) return s;
     out.job_method.config =
         ToMethodConfig(spec.method(), spec.sparsity(), spec.scope(), spec.options());
     if (auto s = CheckMethod(out.job_method.config, ""); !s.ok()) return s;
-    if (auto s = CheckOptionsAreRead(spec.method(), spec.options(), ""); !s.ok()) return s;
   }
   for (const auto& [name, sparsity] : spec.sparsity_overrides()) {
     if (!(sparsity >= 0.0 && sparsity < 1.0)) {
@@ -163,13 +141,17 @@ absl::StatusOr<ValidatedSpec> ValidateSpec(const v1::CompressionSpec& spec) {
           parsed.name, ": tensor_regex '", rule.tensor_regex(),
           "' does not compile: ", parsed.pattern->error()));
     }
+    const std::string where = absl::StrCat(parsed.name, ": ");
+    // First, so that another method's options are named as such, not as
+    // values the method misses; "none" too, which takes none.
+    if (auto s = CheckOptionsBelongToMethod(rule.method(), rule.options(), where); !s.ok()) {
+      return s;
+    }
     if (rule.method() == "none") {
       parsed.keep_dense = true;
     } else {
       parsed.config = ToMethodConfig(rule.method(), rule.sparsity(), rule.scope(), rule.options());
-      const std::string where = absl::StrCat(parsed.name, ": ");
       if (auto s = CheckMethod(parsed.config, where); !s.ok()) return s;
-      if (auto s = CheckOptionsAreRead(rule.method(), rule.options(), where); !s.ok()) return s;
       if (auto s = CheckRuleHasSparsity(parsed.config, where); !s.ok()) return s;
     }
     out.rules.push_back(std::move(parsed));

@@ -34,31 +34,33 @@ constexpr int kMaxGroup = 32;
 ParameterDescription SparsityParameter() {
   return {"sparsity", "double", "0", "fraction of weights set to zero, in [0, 1)"};
 }
-ParameterDescription NParameter(const char* use) {
-  return {"options.n", "uint32", "0", absl::StrCat("N:M pattern: keep n of every m", use)};
-}
-ParameterDescription MParameter() {
-  return {"options.m", "uint32", "0",
-          "N:M group size along the reduction axis (Conv: input channels at one kernel "
-          "position); at most 32"};
+// Options are named by their path in CompressionSpec: each method's live in
+// its own message (options.<method>), and the n:m pattern and the
+// quantization grid are messages that several methods share, found under
+// `prefix` (e.g. "options.sparsegpt.nm").
+std::vector<ParameterDescription> NmParameters(const std::string& prefix, const char* use) {
+  return {{absl::StrCat(prefix, ".n"), "uint32", "0",
+           absl::StrCat("N:M pattern: keep n of every m", use)},
+          {absl::StrCat(prefix, ".m"), "uint32", "0",
+           "N:M group size along the reduction axis (Conv: input channels at one kernel "
+           "position); at most 32"}};
 }
 
-ParameterDescription BitsParameter(const char* default_value, const char* use) {
-  return {"options.bits", "uint32", default_value,
-          absl::StrCat("bits per weight: 2, 3, 4 or 8", use)};
-}
-std::vector<ParameterDescription> GridParameters() {
-  return {{"options.group_size", "optional uint32", "128",
+std::vector<ParameterDescription> QuantParameters(const std::string& prefix,
+                                                  const char* bits_default, const char* use) {
+  return {{absl::StrCat(prefix, ".bits"), "uint32", bits_default,
+           absl::StrCat("bits per weight: 2, 3, 4 or 8", use)},
+          {absl::StrCat(prefix, ".group_size"), "optional uint32", "128",
            "weights per grid along the reduction axis (Conv: in*kh*kw in unfold order); 0: one "
            "grid per output channel; a size that does not divide the axis leaves a shorter last "
            "group"},
-          {"options.symmetric", "bool", "false",
+          {absl::StrCat(prefix, ".symmetric"), "bool", "false",
            "zero point fixed at 2^(bits-1), scale max|w| / (2^(bits-1) - 1); otherwise a "
            "min-max grid with an integer zero point, 0 always on it"}};
 }
-std::vector<ParameterDescription> ObsParameters() {
-  return {{"options.block_size", "uint32", "128", "columns per lazy-update block"},
-          {"options.dampening", "float", "0.01",
+std::vector<ParameterDescription> SweepParameters(const std::string& prefix) {
+  return {{absl::StrCat(prefix, ".block_size"), "uint32", "128", "columns per lazy-update block"},
+          {absl::StrCat(prefix, ".dampening"), "float", "0.01",
            "added to the Hessian diagonal, as a fraction of its mean"}};
 }
 template <typename... Lists>
@@ -174,7 +176,7 @@ const std::vector<Entry>& Entries() {
         "reduction axis keep the n largest |w| (ties: lower index). Conv groups are input "
         "channels at one kernel position; a channel tail that does not fill a group stays "
         "dense. Sparsity is n/m's, the sparsity field is ignored.",
-        {NParameter(", 0 < n < m"), MParameter()},
+        NmParameters("options.nm", ", 0 < n < m"),
         false,
         AllFormats()},
        Build<NMMethod>(CheckNM)},
@@ -183,30 +185,31 @@ const std::vector<Entry>& Entries() {
         "channels) of them, ties by lower index, at least one channel kept. Mode physical "
         "(ONNX) also removes them from the graph.",
         {{"sparsity", "double", "0", "fraction of output channels removed, in [0, 1)"},
-         {"options.norm", "Norm", "NORM_L2", "channel norm that ranks channels"},
-         {"options.structured_mode", "StructuredMode", "STRUCTURED_MODE_MASK",
+         {"options.structured.norm", "Norm", "NORM_L2", "channel norm that ranks channels"},
+         {"options.structured.mode", "StructuredMode", "STRUCTURED_MODE_MASK",
           "mask: zero in place; physical: delete from the ONNX graph"}},
         false,
         AllFormats()},
        Build<StructuredMethod>(CheckSparsity)},
       {{"wanda",
         "Wanda (Sun et al. 2023): score |W_ij| * ||X_j||_2 from calibration inputs, prune "
-        "the lowest scores of each output row (or keep n of m with options n, m). Needs "
+        "the lowest scores of each output row (or keep n of m with options.wanda.nm). Needs "
         "calibration data; reports the reconstruction error on it.",
-        {SparsityParameter(), NParameter(" (optional; instead of sparsity)"), MParameter()},
+        Join({SparsityParameter()},
+             NmParameters("options.wanda.nm", " (optional; instead of sparsity)")),
         true,
         AllFormats()},
        Build<WandaMethod>(CheckSparsityOrNM)},
       {{"sparsegpt",
         "SparseGPT (Frantar & Alistarh 2023): one-shot pruning with optimal brain surgeon "
         "updates of the remaining weights from the calibration Hessian, in column blocks. "
-        "Unstructured or N:M; with options.bits the kept weights are quantized in the same "
-        "pass (rtn's grids). Needs calibration data; reports the reconstruction error.",
-        Join({SparsityParameter(), NParameter(" (optional; instead of sparsity)"), MParameter()},
-             ObsParameters(),
-             std::vector<ParameterDescription>{BitsParameter(
-                 "0", "; 0: prune only, else also quantize the kept weights in the same pass")},
-             GridParameters()),
+        "Unstructured or N:M; with options.sparsegpt.quant the kept weights are quantized in "
+        "the same pass (rtn's grids). Needs calibration data; reports the reconstruction error.",
+        Join({SparsityParameter()}, SweepParameters("options.sparsegpt"),
+             NmParameters("options.sparsegpt.nm", " (optional; instead of sparsity)"),
+             QuantParameters("options.sparsegpt.quant", "0",
+                             "; 0: prune only, else also quantize the kept weights in the same "
+                             "pass")),
         true,
         AllFormats()},
        Build<SparseGptMethod>(CheckSparseGpt)},
@@ -220,7 +223,7 @@ const std::vector<Entry>& Entries() {
       {{"ternarize",
         "Ternarization (BitNet b1.58 absmean): W' = gamma * RoundClip(W / (gamma + 1e-5), "
         "-1, 1), gamma = mean|W| of the tensor or of each output channel.",
-        {{"options.per_channel", "bool", "false", "one scale per output channel"}},
+        {{"options.ternarize.per_channel", "bool", "false", "one scale per output channel"}},
         false,
         AllFormats()},
        Build<TernarizeMethod>(nullptr)},
@@ -229,7 +232,7 @@ const std::vector<Entry>& Entries() {
         "reduction axis gets a uniform grid over its range (0 included), and each weight "
         "becomes its nearest grid point, written back dequantized: scale * (q - zero). "
         "Calibration data is optional; with it the report gives the reconstruction error.",
-        Join(std::vector<ParameterDescription>{BitsParameter("4", "")}, GridParameters()),
+        QuantParameters("options.rtn", "4", ""),
         false,
         AllFormats()},
        Build<RtnMethod>(CheckQuantOptions)},
@@ -238,12 +241,11 @@ const std::vector<Entry>& Entries() {
         "spreads each rounding error over the weights not yet quantized with optimal brain "
         "surgeon updates from the calibration Hessian, in column blocks. Needs calibration "
         "data; reports the reconstruction error.",
-        Join(std::vector<ParameterDescription>{BitsParameter("4", "")}, GridParameters(),
+        Join(QuantParameters("options.gptq.quant", "4", ""), SweepParameters("options.gptq"),
              std::vector<ParameterDescription>{
-                 {"options.act_order", "bool", "false",
+                 {"options.gptq.act_order", "bool", "false",
                   "quantize columns in order of decreasing Hessian diagonal; the groups stay "
-                  "those of the natural column order"}},
-             ObsParameters()),
+                  "those of the natural column order"}}),
         true,
         AllFormats()},
        Build<GptqMethod>(CheckGptq)},

@@ -147,6 +147,63 @@ def test_bad_regex_is_invalid_argument(strict_client, mlp_safetensors, field):
     assert_compress_works(strict_client, mlp_safetensors)
 
 
+# ---------------------------------------------------------------- method options
+# Specs written straight to the stub: the library cannot send these, so they
+# show what any other client meets.
+
+def _refused_spec(c: bonsai.Client, mlp_safetensors: bytes, spec: pb.CompressionSpec):
+    """Sends `spec` (declaring the model) and the model; returns the refusal's
+    gRPC code, message and bonsai-error-reason."""
+    spec.files.append(pb.FileDeclaration(name="model.safetensors", size_bytes=len(mlp_safetensors)))
+    requests = [pb.CompressRequest(spec=spec), chunk_msg(mlp_safetensors)]
+    with pytest.raises(grpc.RpcError) as info:
+        for _ in c.stub.Compress(iter(requests), timeout=60):
+            pass
+    reason = dict(info.value.trailing_metadata() or ()).get("bonsai-error-reason")
+    return info.value.code(), info.value.details(), reason
+
+
+@pytest.mark.parametrize("method,options,named", [
+    ("magnitude", pb.MethodOptions(structured=pb.StructuredOptions(norm=pb.NORM_L1)),
+     "method 'magnitude' does not read options.structured (StructuredOptions, the options of method "
+     "'structured'); it takes no options"),
+    ("nm", pb.MethodOptions(sparsegpt=pb.SparseGptOptions(nm=pb.NmOptions(n=2, m=4))),
+     "method 'nm' does not read options.sparsegpt (SparseGptOptions, the options of method 'sparsegpt'); "
+     "its own go in options.nm (NmOptions)"),
+    ("gptq", pb.MethodOptions(rtn=pb.QuantOptions(bits=4)),
+     "method 'gptq' does not read options.rtn (QuantOptions"),
+])
+def test_another_methods_options_message_is_invalid_spec_naming_both(strict_client, mlp_safetensors,
+                                                                     method, options, named):
+    spec = pb.CompressionSpec(method=method, sparsity=0.5, options=options)
+    code, message, reason = _refused_spec(strict_client, mlp_safetensors, spec)
+    assert (code, reason) == (INVALID, "INVALID_SPEC")
+    assert named in message
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
+def test_a_rules_options_for_another_method_are_invalid_spec_naming_the_rule(strict_client, mlp_safetensors):
+    spec = pb.CompressionSpec(rules=[
+        pb.Rule(tensor_regex="fc1", method="magnitude", sparsity=0.5),
+        pb.Rule(tensor_regex="fc2", method="wanda", sparsity=0.5, name="second",
+                options=pb.MethodOptions(nm=pb.NmOptions(n=2, m=4)))])
+    code, message, reason = _refused_spec(strict_client, mlp_safetensors, spec)
+    assert (code, reason) == (INVALID, "INVALID_SPEC")
+    assert message.startswith("second: method 'wanda' does not read options.nm (NmOptions")
+    assert "its own go in options.wanda (WandaOptions)" in message
+
+
+def test_an_older_clients_flat_options_are_invalid_spec_not_dropped(strict_client, mlp_safetensors):
+    # MethodOptions field 8 was `bits` before each method had its own message:
+    # read as nothing, sparsegpt would prune without the quantization asked for.
+    flat_bits_4 = pb.MethodOptions.FromString(b"\x40\x04")
+    spec = pb.CompressionSpec(method="sparsegpt", sparsity=0.5, options=flat_bits_4)
+    code, message, reason = _refused_spec(strict_client, mlp_safetensors, spec)
+    assert (code, reason) == (INVALID, "INVALID_SPEC")
+    assert "options carry fields this server does not know (options.8)" in message
+    assert "update the client" in message
+
+
 # ---------------------------------------------------------------- limits
 
 @pytest.fixture

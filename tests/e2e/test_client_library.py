@@ -69,18 +69,50 @@ def test_refusal_at_admission_is_retried_and_then_reported(start_server, mlp_saf
 
 def test_spec_carries_every_option():
     spec = bonsai.client.specs.compression_spec(
-        method="nm", sparsity=0.5, scope="global", include=["a"], exclude=["b"], include_only=True,
-        overrides={"w": 0.25}, options={"n": 2, "m": 4, "norm": "l1", "structured_mode": "physical",
-                                        "block_size": 64, "dampening": 0.05, "per_channel": True},
-        rules=[{"regex": "conv", "method": "magnitude", "sparsity": 0.3, "scope": "layer", "name": "convs"}],
+        method="sparsegpt", sparsity=0.5, scope="global", include=["a"], exclude=["b"], include_only=True,
+        overrides={"w": 0.25}, options={"n": 2, "m": 4, "block_size": 64, "dampening": 0.05, "bits": 4,
+                                        "group_size": 0, "symmetric": True},
+        rules=[{"regex": "conv", "method": "structured", "sparsity": 0.3, "scope": "layer", "name": "convs",
+                "options": {"norm": "l1", "structured_mode": "physical"}}],
         output="packed", files=[pb.FileDeclaration(name="a.safetensors", size_bytes=123),
                                 pb.FileDeclaration(name="b/c.json", size_bytes=7)],
         calibration_size_bytes=45)
     assert spec.scope == pb.SCOPE_GLOBAL and spec.output == pb.OUTPUT_MODE_PACKED
-    assert spec.options.norm == pb.NORM_L1 and spec.options.structured_mode == pb.STRUCTURED_MODE_PHYSICAL
-    assert spec.options.n == 2 and spec.options.m == 4 and spec.options.per_channel
+    assert spec.options == pb.MethodOptions(sparsegpt=pb.SparseGptOptions(
+        block_size=64, dampening=0.05, nm=pb.NmOptions(n=2, m=4),
+        quant=pb.QuantOptions(bits=4, group_size=0, symmetric=True)))
+    assert spec.rules[0].options == pb.MethodOptions(structured=pb.StructuredOptions(
+        norm=pb.NORM_L1, mode=pb.STRUCTURED_MODE_PHYSICAL))
     assert spec.rules[0].tensor_regex == "conv" and spec.rules[0].scope == pb.SCOPE_LAYER
     assert spec.sparsity_overrides["w"] == 0.25 and spec.calibration_size_bytes == 45
     assert [(f.name, f.size_bytes) for f in spec.files] == [("a.safetensors", 123), ("b/c.json", 7)]
     with pytest.raises(TypeError):
-        bonsai.client.specs.method_options({"bogus": 1})
+        bonsai.client.specs.method_options("nm", {"bogus": 1})
+
+
+def test_each_methods_flat_options_go_into_its_own_message():
+    """The library keeps its flat option names; each lands in the method's
+    message, and a method without options sends none."""
+    method_options = bonsai.client.specs.method_options
+    assert method_options("nm", {"n": 2, "m": 4}) == pb.MethodOptions(nm=pb.NmOptions(n=2, m=4))
+    assert method_options("wanda", {"n": 2, "m": 4}) == pb.MethodOptions(
+        wanda=pb.WandaOptions(nm=pb.NmOptions(n=2, m=4)))
+    assert method_options("ternarize", {"per_channel": True}) == pb.MethodOptions(
+        ternarize=pb.TernarizeOptions(per_channel=True))
+    assert method_options("rtn", {"bits": 8, "symmetric": True}) == pb.MethodOptions(
+        rtn=pb.QuantOptions(bits=8, symmetric=True))
+    assert method_options("gptq", {"bits": 3, "act_order": True, "dampening": 0.1}) == pb.MethodOptions(
+        gptq=pb.GptqOptions(quant=pb.QuantOptions(bits=3), act_order=True, dampening=0.1))
+    # Present even when every value is a proto3 default: the method's message was asked for.
+    assert method_options("ternarize", {"per_channel": False}).HasField("ternarize")
+    assert method_options("magnitude", {}) == pb.MethodOptions()
+    assert method_options("binarize", {"bits": None}) == pb.MethodOptions()
+
+
+def test_a_rules_unread_option_is_invalid_spec_naming_the_rule():
+    rules = [{"regex": "fc", "method": "magnitude", "sparsity": 0.5, "name": "mlp"},
+             {"regex": "conv", "method": "nm", "options": {"n": 2, "m": 4, "bits": 4}}]
+    with pytest.raises(bonsai.InvalidSpec, match=r"rule\[1\]: method 'nm' does not read option 'bits'"):
+        bonsai.client.specs.compression_spec(
+            method="", sparsity=0.0, scope=None, include=(), exclude=(), include_only=False, overrides=None,
+            options=None, rules=rules, output=None, files=[], calibration_size_bytes=None)

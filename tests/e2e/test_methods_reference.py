@@ -94,6 +94,21 @@ def test_sparsegpt_matches_reference_on_linear_and_conv(client, sparsity, n, m):
         assert report.reconstruction_error == pytest.approx(error, rel=1e-3, abs=1e-6)
 
 
+def test_sparsegpt_block_size_and_dampening_reach_the_method(client):
+    """Both away from their defaults: the server matches the reference run
+    with them, and not the one with the defaults."""
+    calib = _calibration(fc=X_LINEAR)
+    result, out = _compress(client, _safetensors(fc=LINEAR), method="sparsegpt", sparsity=0.5,
+                            options={"block_size": 16, "dampening": 0.3}, calibration=calib)
+    expected, error = ref.sparsegpt_numpy(LINEAR, _gram(X_LINEAR), X_LINEAR.shape[0], sparsity=0.5,
+                                          blocksize=16, percdamp=0.3)
+    np.testing.assert_array_equal(out["fc"] == 0, expected == 0)
+    np.testing.assert_allclose(out["fc"], expected, rtol=1e-3, atol=1e-4)
+    assert result.report.tensors[0].reconstruction_error == pytest.approx(error, rel=1e-3, abs=1e-6)
+    defaults, _ = ref.sparsegpt_numpy(LINEAR, _gram(X_LINEAR), X_LINEAR.shape[0], sparsity=0.5)
+    assert not np.allclose(out["fc"], defaults, rtol=1e-3, atol=1e-4)
+
+
 def test_sparsegpt_beats_magnitude_on_reconstruction(client):
     model = _safetensors(fc=LINEAR)
     calib = _calibration(fc=X_LINEAR)

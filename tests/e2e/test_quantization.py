@@ -116,9 +116,10 @@ def test_rtn_matches_reference_bit_for_bit(client, bits, group_size, symmetric):
 def test_group_size_zero_is_sent_apart_from_unset():
     """proto3 `optional`: 0 (one grid per output channel) must reach the server."""
     from bonsai import spec
-    assert spec.method_options({"group_size": 0}).HasField("group_size")
-    assert not spec.method_options({"bits": 4}).HasField("group_size")
-    assert not spec.method_options({"group_size": None}).HasField("group_size")
+    assert spec.method_options("rtn", {"group_size": 0}).rtn.HasField("group_size")
+    assert spec.method_options("gptq", {"group_size": 0}).gptq.quant.HasField("group_size")
+    assert not spec.method_options("rtn", {"bits": 4}).rtn.HasField("group_size")
+    assert not spec.method_options("rtn", {"group_size": None}).HasField("rtn")
 
 
 def test_rtn_default_is_4_bits_in_groups_of_128(client):
@@ -163,6 +164,20 @@ def test_gptq_matches_reference_decision_by_decision(client, bits, group_size, a
     gram = _gram(X_LINEAR)
     error = _follow_and_check(out["fc"], LINEAR, gram, X_LINEAR.shape[0], ref.gptq_numpy, bits=bits,
                               group_size=group_size, symmetric=symmetric, act_order=act_order)
+    assert _report(result, "fc").reconstruction_error == pytest.approx(error, rel=1e-3)
+
+
+def test_gptq_dampening_reaches_the_method(client):
+    """A dampening far from the default changes the codes, and the server's
+    follow the reference's at that dampening."""
+    options = {"bits": 3, "group_size": 32, "block_size": 16, "dampening": 0.5}
+    result, out = _compress(client, _safetensors(fc=LINEAR), method="gptq", options=options,
+                            calibration=_grams(fc=X_LINEAR))
+    _, default = _compress(client, _safetensors(fc=LINEAR), method="gptq",
+                           options={"bits": 3, "group_size": 32}, calibration=_grams(fc=X_LINEAR))
+    assert not np.array_equal(out["fc"], default["fc"])
+    error = _follow_and_check(out["fc"], LINEAR, _gram(X_LINEAR), X_LINEAR.shape[0], ref.gptq_numpy,
+                              bits=3, group_size=32, percdamp=0.5)
     assert _report(result, "fc").reconstruction_error == pytest.approx(error, rel=1e-3)
 
 
@@ -279,7 +294,9 @@ def test_capabilities_describe_the_quantizers(client):
     methods = {m.name: m for m in client.capabilities().methods}
     rtn, gptq = methods["rtn"], methods["gptq"]
     assert not rtn.needs_calibration and gptq.needs_calibration
-    assert {"options.bits", "options.group_size", "options.symmetric"} <= {p.name for p in rtn.parameters}
-    assert {"options.bits", "options.group_size", "options.symmetric", "options.act_order",
-            "options.block_size", "options.dampening"} <= {p.name for p in gptq.parameters}
-    assert "options.bits" in {p.name for p in methods["sparsegpt"].parameters}
+    assert {p.name for p in rtn.parameters} == {"options.rtn.bits", "options.rtn.group_size",
+                                                "options.rtn.symmetric"}
+    assert {p.name for p in gptq.parameters} == {
+        "options.gptq.quant.bits", "options.gptq.quant.group_size", "options.gptq.quant.symmetric",
+        "options.gptq.act_order", "options.gptq.block_size", "options.gptq.dampening"}
+    assert "options.sparsegpt.quant.bits" in {p.name for p in methods["sparsegpt"].parameters}

@@ -135,18 +135,22 @@ def calibration_seeds():
 def spec_seeds():
     yield "magnitude", pb.CompressionSpec(method="magnitude", sparsity=0.5, scope=pb.SCOPE_GLOBAL,
                                           include=["conv"], exclude=["bias$"])
-    yield "nm", pb.CompressionSpec(method="nm", options=pb.MethodOptions(n=2, m=4))
+    yield "nm", pb.CompressionSpec(method="nm", options=pb.MethodOptions(nm=pb.NmOptions(n=2, m=4)))
     yield "structured", pb.CompressionSpec(
         method="structured", sparsity=0.25,
-        options=pb.MethodOptions(norm=pb.NORM_L1, structured_mode=pb.STRUCTURED_MODE_PHYSICAL))
+        options=pb.MethodOptions(structured=pb.StructuredOptions(norm=pb.NORM_L1,
+                                                                 mode=pb.STRUCTURED_MODE_PHYSICAL)))
     yield "sparsegpt", pb.CompressionSpec(method="sparsegpt", sparsity=0.7,
-                                          options=pb.MethodOptions(block_size=64, dampening=0.01),
+                                          options=pb.MethodOptions(sparsegpt=pb.SparseGptOptions(
+                                              block_size=64, dampening=0.01)),
                                           sparsity_overrides={"conv.weight": 0.3})
     yield "recipe", pb.CompressionSpec(rules=[
         pb.Rule(tensor_regex=r"^layers\.0\.|^lm_head", method="none", name="ends"),
-        pb.Rule(tensor_regex=r"attn\.(q|k|v|o)_proj", method="nm", options=pb.MethodOptions(n=2, m=4)),
+        pb.Rule(tensor_regex=r"attn\.(q|k|v|o)_proj", method="nm",
+                options=pb.MethodOptions(nm=pb.NmOptions(n=2, m=4))),
         pb.Rule(tensor_regex=r"mlp\.", method="wanda", sparsity=0.6),
-        pb.Rule(tensor_regex=r"conv", method="ternarize", options=pb.MethodOptions(per_channel=True)),
+        pb.Rule(tensor_regex=r"conv", method="ternarize",
+                options=pb.MethodOptions(ternarize=pb.TernarizeOptions(per_channel=True))),
     ], include=["embed"], include_only=True, output=pb.OUTPUT_MODE_PACKED)
 
 

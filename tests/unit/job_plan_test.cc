@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gmock/gmock.h"
+#include "google/protobuf/unknown_field_set.h"
 #include "gtest/gtest.h"
 
 namespace bonsai::engine {
@@ -80,41 +81,86 @@ TEST(SpecValidation, RuleWithoutTheSparsityItsMethodNeedsIsInvalidArgument) {
   // The pattern or the bits fix the result: no sparsity needed.
   v1::CompressionSpec spec;
   *spec.add_rules() = Rule("mlp", "sparsegpt", 0.0);
-  spec.mutable_rules(0)->mutable_options()->set_bits(4);
+  spec.mutable_rules(0)->mutable_options()->mutable_sparsegpt()->mutable_quant()->set_bits(4);
   *spec.add_rules() = Rule("attn", "wanda", 0.0);
-  spec.mutable_rules(1)->mutable_options()->set_n(2);
-  spec.mutable_rules(1)->mutable_options()->set_m(4);
+  spec.mutable_rules(1)->mutable_options()->mutable_wanda()->mutable_nm()->set_n(2);
+  spec.mutable_rules(1)->mutable_options()->mutable_wanda()->mutable_nm()->set_m(4);
   *spec.add_rules() = Rule("cls", "rtn", 0.0);
   EXPECT_TRUE(ValidateSpec(spec).ok()) << ValidateSpec(spec).status();
 }
 
-TEST(SpecValidation, OptionTheMethodDoesNotReadIsInvalidArgument) {
+TEST(SpecValidation, AnotherMethodsOptionsAreInvalidArgumentNamingBoth) {
   v1::CompressionSpec spec;
   spec.set_method("magnitude");
   spec.set_sparsity(0.5);
-  spec.mutable_options()->set_bits(4);
+  spec.mutable_options()->mutable_structured()->set_norm(v1::NORM_L1);
   auto status = ValidateSpec(spec).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(), HasSubstr("'magnitude' does not read options.bits"));
+  EXPECT_THAT(status.message(),
+              HasSubstr("method 'magnitude' does not read options.structured (StructuredOptions, "
+                        "the options of method 'structured'); it takes no options"));
 
   v1::CompressionSpec rules;
   *rules.add_rules() = Rule("mlp", "nm", 0.0);
   rules.mutable_rules(0)->set_name("mlp");
-  rules.mutable_rules(0)->mutable_options()->set_n(2);
-  rules.mutable_rules(0)->mutable_options()->set_m(4);
-  rules.mutable_rules(0)->mutable_options()->set_group_size(0);  // present though 0
+  rules.mutable_rules(0)->mutable_options()->mutable_sparsegpt()->mutable_nm()->set_n(2);
   status = ValidateSpec(rules).status();
-  EXPECT_THAT(status.message(), HasSubstr("mlp: method 'nm' does not read options.group_size"));
-  EXPECT_THAT(status.message(), HasSubstr("it reads options.n, options.m"));
+  EXPECT_THAT(status.message(), HasSubstr("mlp: method 'nm' does not read options.sparsegpt "
+                                          "(SparseGptOptions"));
+  EXPECT_THAT(status.message(), HasSubstr("its own go in options.nm (NmOptions)"));
+}
+
+TEST(SpecValidation, AnEmptyOptionsMessageOfAnotherMethodIsRefusedToo) {
+  // Present though empty: the client chose it, so it is a mistake all the same.
+  v1::CompressionSpec spec;
+  spec.set_method("rtn");
+  spec.mutable_options()->mutable_gptq();
+  EXPECT_THAT(ValidateSpec(spec).status().message(),
+              HasSubstr("method 'rtn' does not read options.gptq (GptqOptions"));
+}
+
+TEST(SpecValidation, OptionsOnAKeepDenseRuleAreInvalidArgument) {
+  v1::CompressionSpec spec;
+  *spec.add_rules() = Rule("mlp", "none", 0.0);
+  spec.mutable_rules(0)->mutable_options()->mutable_rtn()->set_bits(4);
+  auto status = ValidateSpec(spec).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(),
+              HasSubstr("rule[0]: method 'none' does not read options.rtn (QuantOptions"));
+}
+
+TEST(SpecValidation, AnOlderClientsFlatOptionsAreInvalidArgumentNotDropped) {
+  // What a client from before per-method options sends for bits=4: field 8
+  // of MethodOptions, which this proto reserves. Read as nothing, sparsegpt
+  // would silently prune without quantizing.
+  v1::CompressionSpec spec;
+  spec.set_method("sparsegpt");
+  spec.set_sparsity(0.5);
+  v1::MethodOptions options;
+  ASSERT_TRUE(options.ParseFromString(std::string("\x40\x04", 2)));
+  *spec.mutable_options() = options;
+  auto status = ValidateSpec(spec).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("options carry fields this server does not know "
+                                          "(options.8)"));
+  EXPECT_THAT(status.message(), HasSubstr("update the client"));
+
+  // Also inside a method's own message (a newer client's field).
+  v1::CompressionSpec newer;
+  newer.set_method("rtn");
+  v1::QuantOptions* rtn = newer.mutable_options()->mutable_rtn();
+  rtn->GetReflection()->MutableUnknownFields(rtn)->AddVarint(9, 1);
+  EXPECT_THAT(ValidateSpec(newer).status().message(), HasSubstr("(options.rtn.9)"));
 }
 
 TEST(SpecValidation, OptionsTheMethodReadsAreAccepted) {
   v1::CompressionSpec spec;
   spec.set_method("gptq");
-  spec.mutable_options()->set_bits(4);
-  spec.mutable_options()->set_group_size(128);
-  spec.mutable_options()->set_act_order(true);
-  spec.mutable_options()->set_dampening(0.1f);
+  v1::GptqOptions* gptq = spec.mutable_options()->mutable_gptq();
+  gptq->mutable_quant()->set_bits(4);
+  gptq->mutable_quant()->set_group_size(128);
+  gptq->set_act_order(true);
+  gptq->set_dampening(0.1f);
   EXPECT_TRUE(ValidateSpec(spec).ok()) << ValidateSpec(spec).status();
 }
 

@@ -2,12 +2,18 @@
 
 Only types are checked here; ranges and names (sparsity in [0, 1), known
 methods, valid regexes) are the server's to judge, so that one place decides
-and its messages reach the user unchanged.
+and its messages reach the user unchanged. The exception is an option the
+chosen method does not read: the wire has no place for it (each method's
+options are a message of their own), so it is refused here, as the same
+InvalidSpec the server would raise.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Optional, Union
+from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
 
+import grpc
+
+from bonsai import errors
 from bonsai.v1 import compressor_pb2 as pb
 
 _SCOPES = {"layer": pb.SCOPE_LAYER, "global": pb.SCOPE_GLOBAL, None: pb.SCOPE_UNSPECIFIED}
@@ -17,10 +23,29 @@ _MODES = {"mask": pb.STRUCTURED_MODE_MASK, "physical": pb.STRUCTURED_MODE_PHYSIC
 _OUTPUTS = {"dense": pb.OUTPUT_MODE_DENSE, "packed": pb.OUTPUT_MODE_PACKED, None: pb.OUTPUT_MODE_UNSPECIFIED}
 _QUANTIZED_LAYOUTS = {"compressed-tensors": pb.QUANTIZED_LAYOUT_COMPRESSED_TENSORS, "gptq": pb.QUANTIZED_LAYOUT_GPTQ,
                       None: pb.QUANTIZED_LAYOUT_UNSPECIFIED}
-# group_size is a proto3 `optional`: setting it, to 0 too, marks it present
-# (0: one grid per output channel); leaving it out (or None) means 128.
-_OPTION_FIELDS = ("n", "m", "norm", "structured_mode", "block_size", "dampening", "per_channel",
-                  "bits", "group_size", "symmetric", "act_order")
+# Users give a method's options as one flat mapping ({"n": 2, "m": 4},
+# {"bits": 4, "group_size": 128}), as they always have; the wire carries them
+# in the method's own message, MethodOptions.<method> (e.g.
+# options.sparsegpt.quant.bits). Where each name goes is read from the proto,
+# so an option added there needs no change here. The one flat name that is
+# not its field's: structured's `structured_mode` is StructuredOptions.mode.
+_FLAT_NAMES = {"mode": "structured_mode"}
+
+
+def _leaf_paths(message_type, prefix=()) -> Dict[str, Tuple[str, ...]]:
+    paths: Dict[str, Tuple[str, ...]] = {}
+    for field in message_type.fields:
+        if field.message_type is not None:
+            paths.update(_leaf_paths(field.message_type, prefix + (field.name,)))
+        else:
+            paths[_FLAT_NAMES.get(field.name, field.name)] = prefix + (field.name,)
+    return paths
+
+
+# method -> flat option name -> field path inside MethodOptions.<method>
+_OPTION_PATHS = {field.name: _leaf_paths(field.message_type)
+                 for field in pb.MethodOptions.DESCRIPTOR.oneofs_by_name["method"].fields}
+_OPTION_FIELDS = tuple(dict.fromkeys(name for paths in _OPTION_PATHS.values() for name in paths))
 _RULE_FIELDS = ("tensor_regex", "method", "sparsity", "scope", "options", "name")
 
 
@@ -42,24 +67,56 @@ def output_enum(value) -> int:
     return _enum(_OUTPUTS, value, "output")
 
 
-def method_options(options: Union[None, Mapping, pb.MethodOptions]) -> pb.MethodOptions:
+def method_options(method: str, options: Union[None, Mapping, pb.MethodOptions],
+                   where: str = "") -> pb.MethodOptions:
+    """`options` (flat names, as compress takes them) in `method`'s own
+    message. A name no method has is a TypeError; one that `method` does not
+    read is InvalidSpec as the server would raise it (prefixed with `where`,
+    e.g. "attn: "), since the wire has no place for it. None values are left
+    unset; group_size is a proto3 `optional`, so 0 is sent (one grid per
+    output channel) and told apart from unset (128)."""
     if isinstance(options, pb.MethodOptions):
         return options
-    message = pb.MethodOptions()
-    for key, value in (options or {}).items():
-        if value is None:
-            continue
+    given = {key: value for key, value in (options or {}).items() if value is not None}
+    for key in given:
         if key not in _OPTION_FIELDS:
             raise TypeError(f"unknown method option {key!r}; expected one of: {', '.join(_OPTION_FIELDS)}")
+    message = pb.MethodOptions()
+    if not given:
+        return message
+    paths = _OPTION_PATHS.get(method)
+    unread = [key for key in given if paths is None or key not in paths]
+    if unread:
+        raise _unread_option(where, method, unread[0], paths)
+    own = getattr(message, method)
+    own.SetInParent()  # present even when every value given is a proto3 default
+    for key, value in given.items():
+        *parents, leaf = paths[key]
+        target = own
+        for name in parents:
+            target = getattr(target, name)
         if key == "norm":
             value = _enum(_NORMS, value, "norm")
         elif key == "structured_mode":
             value = _enum(_MODES, value, "structured mode")
-        setattr(message, key, value)
+        setattr(target, leaf, value)
     return message
 
 
-def rule(value: Union[Mapping, pb.Rule]) -> pb.Rule:
+def _unread_option(where: str, method: str, key: str, paths) -> errors.InvalidSpec:
+    if not method:
+        text = (f"option {key!r} needs a method: with rules, give options in each rule "
+                "(the spec's own would be ignored)")
+    else:
+        reads = (f"it reads {', '.join(paths)}" if paths
+                 else f"it takes none; the methods with options are {', '.join(_OPTION_PATHS)}")
+        readers = ", ".join(name for name, names in _OPTION_PATHS.items() if key in names)
+        text = (f"method '{method}' does not read option {key!r} ({reads}); remove it, or choose "
+                f"a method that reads it ({readers}; see GetCapabilities)")
+    return errors.InvalidSpec(grpc.StatusCode.INVALID_ARGUMENT, where + text, reason="INVALID_SPEC")
+
+
+def rule(value: Union[Mapping, pb.Rule], index: int = 0) -> pb.Rule:
     if isinstance(value, pb.Rule):
         return value
     fields = dict(value)
@@ -71,7 +128,8 @@ def rule(value: Union[Mapping, pb.Rule]) -> pb.Rule:
     message = pb.Rule(tensor_regex=fields.get("tensor_regex", ""), method=fields.get("method", ""),
                       sparsity=float(fields.get("sparsity", 0.0)), name=fields.get("name", ""))
     message.scope = scope_enum(fields.get("scope"))
-    message.options.CopyFrom(method_options(fields.get("options")))
+    where = f"{message.name or f'rule[{index}]'}: "  # as the server names rules
+    message.options.CopyFrom(method_options(message.method, fields.get("options"), where))
     return message
 
 
@@ -105,8 +163,8 @@ def compression_spec(
     )
     for name, value in (overrides or {}).items():
         spec.sparsity_overrides[name] = float(value)
-    spec.options.CopyFrom(method_options(options))
-    spec.rules.extend(rule(r) for r in rules or ())
+    spec.options.CopyFrom(method_options(method, options))
+    spec.rules.extend(rule(r, i) for i, r in enumerate(rules or ()))
     return spec
 
 
