@@ -6,7 +6,13 @@ from bonsai.v1 import compressor_pb2 as bonsai_dot_v1_dot_compressor__pb2
 
 
 class CompressorStub(object):
-    """Missing associated documentation comment in .proto file."""
+    """Compresses a model (one file or a set of files: a Hugging Face folder,
+    ONNX with external data) with one job per Compress call, and describes
+    models (Inspect) and this server (GetCapabilities). A failing call carries
+    a reason beside its status (trailing metadata `bonsai-error-reason`, e.g.
+    QUEUE_FULL, MODEL_TOO_LARGE, INVALID_SPEC; `bonsai-retry-after-ms` when
+    retrying later helps).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -32,7 +38,13 @@ class CompressorStub(object):
 
 
 class CompressorServicer(object):
-    """Missing associated documentation comment in .proto file."""
+    """Compresses a model (one file or a set of files: a Hugging Face folder,
+    ONNX with external data) with one job per Compress call, and describes
+    models (Inspect) and this server (GetCapabilities). A failing call carries
+    a reason beside its status (trailing metadata `bonsai-error-reason`, e.g.
+    QUEUE_FULL, MODEL_TOO_LARGE, INVALID_SPEC; `bonsai-retry-after-ms` when
+    retrying later helps).
+    """
 
     def Compress(self, request_iterator, context):
         """Client sends: CompressionSpec first (declaring every file of the model),
@@ -89,7 +101,13 @@ def add_CompressorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Compressor(object):
-    """Missing associated documentation comment in .proto file."""
+    """Compresses a model (one file or a set of files: a Hugging Face folder,
+    ONNX with external data) with one job per Compress call, and describes
+    models (Inspect) and this server (GetCapabilities). A failing call carries
+    a reason beside its status (trailing metadata `bonsai-error-reason`, e.g.
+    QUEUE_FULL, MODEL_TOO_LARGE, INVALID_SPEC; `bonsai-retry-after-ms` when
+    retrying later helps).
+    """
 
     @staticmethod
     def Compress(request_iterator,
