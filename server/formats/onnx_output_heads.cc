@@ -1,13 +1,14 @@
 #include "server/formats/onnx_output_heads.h"
 
+#include "server/formats/onnx_attributes.h"
+
 namespace bonsai::formats {
 namespace {
 
 // The constant weight of a layer that makes new channels from its input's
 // (Conv, ConvTranspose, Gemm, MatMul with a constant B), or null.
 const onnx::TensorProto* LayerWeight(const OnnxGraphIndex& index, const onnx::NodeProto& node) {
-  const bool onnx_domain = node.domain().empty() || node.domain() == "ai.onnx";
-  if (!onnx_domain || node.input_size() < 2 || node.output_size() < 1) return nullptr;
+  if (!IsDefaultOnnxDomain(node) || node.input_size() < 2 || node.output_size() < 1) return nullptr;
   const std::string& op = node.op_type();
   if (op != "Conv" && op != "ConvTranspose" && op != "Gemm" && op != "MatMul") return nullptr;
   return index.Constant(node.input(1));

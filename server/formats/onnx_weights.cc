@@ -7,16 +7,12 @@
 namespace bonsai::formats {
 namespace {
 
-bool IsDefaultDomain(const std::string& domain) {
-  return domain.empty() || domain == "ai.onnx";
-}
-
 void CollectFromGraph(onnx::GraphProto& graph, std::vector<OnnxTensorRef>& out) {
   for (onnx::TensorProto& tensor : *graph.mutable_initializer()) {
     out.push_back({tensor.name(), &tensor, &graph, true});
   }
   for (onnx::NodeProto& node : *graph.mutable_node()) {
-    const bool constant = node.op_type() == "Constant" && IsDefaultDomain(node.domain());
+    const bool constant = node.op_type() == "Constant" && IsDefaultOnnxDomain(node);
     for (onnx::AttributeProto& attribute : *node.mutable_attribute()) {
       if (constant && attribute.name() == "value" && attribute.has_t()) {
         const std::string name =
@@ -36,7 +32,7 @@ void CollectFromGraph(onnx::GraphProto& graph, std::vector<OnnxTensorRef>& out) 
 std::string RoleOf(const OnnxUse& use) {
   const onnx::NodeProto& node = *use.node;
   std::string input = absl::StrCat("input", use.input);
-  const std::string domain = IsDefaultDomain(node.domain()) ? "" : node.domain();
+  const std::string domain = IsDefaultOnnxDomain(node) ? "" : node.domain();
   if (const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Schema(node.op_type(), domain)) {
     const auto& inputs = schema->inputs();
     if (use.input < static_cast<int>(inputs.size())) {
@@ -52,7 +48,7 @@ std::string RoleOf(const OnnxUse& use) {
 // The layout of a weight input per the table in model.h.
 std::optional<WeightLayout> WeightLayoutOf(const OnnxUse& use, size_t rank) {
   const onnx::NodeProto& node = *use.node;
-  if (use.input != 1 || !IsDefaultDomain(node.domain()) || rank < 2) return std::nullopt;
+  if (use.input != 1 || !IsDefaultOnnxDomain(node) || rank < 2) return std::nullopt;
   const std::string& op = node.op_type();
   if (op == "Conv") return WeightLayout{0, 1};
   if (op == "ConvTranspose") return WeightLayout{1, 0};

@@ -14,6 +14,7 @@
 namespace bonsai::surgery {
 namespace {
 
+using formats::IsDefaultOnnxDomain;
 using formats::OnnxGraphIndex;
 using formats::OnnxIntAttribute;
 using formats::OnnxUse;
@@ -41,10 +42,6 @@ const absl::flat_hash_set<std::string>& PoolOps() {
   static const auto* ops = new absl::flat_hash_set<std::string>{
       "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"};
   return *ops;
-}
-
-bool IsOnnxDomain(const onnx::NodeProto& node) {
-  return node.domain().empty() || node.domain() == "ai.onnx";
 }
 
 std::string Describe(const onnx::NodeProto& node) {
@@ -156,7 +153,7 @@ class Analyzer {
 
   // Conv (group 1), Gemm and MatMul with a constant weight start a group.
   void StartGroup(const onnx::NodeProto& node, int order) {
-    if (!IsOnnxDomain(node) || node.input_size() < 2 || node.output_size() < 1) return;
+    if (!IsDefaultOnnxDomain(node) || node.input_size() < 2 || node.output_size() < 1) return;
     const std::string& op = node.op_type();
     if (op != "Conv" && op != "Gemm" && op != "MatMul") return;
     const onnx::TensorProto* weight = index_.Constant(node.input(1));
@@ -263,7 +260,7 @@ class Analyzer {
   void Follow(const onnx::NodeProto& node, int input, Carrier carrier) {
     const std::string& op = node.op_type();
     const int group = carrier.group;
-    if (!IsOnnxDomain(node)) {
+    if (!IsDefaultOnnxDomain(node)) {
       Fail(group, absl::StrCat("channels reach ", Describe(node), " of domain '", node.domain(), "'"));
     } else if (UnaryOps().contains(op)) {
       if (input != 0) {
@@ -281,7 +278,8 @@ class Analyzer {
     } else if (BroadcastOps().contains(op)) {
       FollowBroadcast(node, input, carrier);
     } else if (op == "Flatten") {
-      if (OnnxIntAttribute(node, "axis", 1) == 1 && carrier.ChannelAxisIsOne() && carrier.spatial_one) {
+      if (OnnxIntAttribute(node, "axis", 1) == 1 && carrier.ChannelAxisIsOne() &&
+          carrier.spatial_one) {
         // [N, C, 1, 1] -> [N, C]: channel c stays feature c.
         Assign(node.output(0), Carrier{group, 2, 1, true});
       } else {

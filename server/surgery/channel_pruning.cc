@@ -42,7 +42,9 @@ const char* RoleName(SiteRole role) {
 
 uint64_t CountParams(const onnx::GraphProto& graph) {
   uint64_t params = 0;
-  for (const onnx::TensorProto& tensor : graph.initializer()) params += formats::OnnxElementCount(tensor);
+  for (const onnx::TensorProto& tensor : graph.initializer()) {
+    params += formats::OnnxElementCount(tensor);
+  }
   return params;
 }
 

@@ -8,11 +8,12 @@
 // Channels that meet at a residual Add (or any elementwise op with two
 // non-constant inputs) must keep the same indices on both sides, so their
 // producers form one group and share one choice, scored by the sum of the
-// producers' per-channel norms (methods::ChannelNorms). A group whose channels reach something this
-// pass does not follow channel by channel (Concat, Reshape, a graph output,
-// a grouped but not depthwise convolution, an unknown op), or that would cut
-// a non-FLOAT, external or shared tensor, is left whole with a note that
-// says why: the graph is never broken to reach a target.
+// producers' per-channel norms (methods::ChannelNorms). A group whose
+// channels reach something this pass does not follow channel by channel
+// (Concat, Reshape, a graph output, a grouped but not depthwise convolution,
+// an unknown op), or that would cut a non-FLOAT, external or shared tensor,
+// is left whole with a note that says why: the graph is never broken to
+// reach a target.
 //
 // What the result computes: exactly the original model with the removed
 // channels' input weights zeroed in every consumer (the cuts marked

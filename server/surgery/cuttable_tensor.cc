@@ -31,7 +31,8 @@ absl::StatusOr<std::vector<float>> ReadFloats(const onnx::TensorProto& tensor) {
 
 absl::Status KeepIndices(onnx::TensorProto& tensor, int axis, const std::vector<int64_t>& keep) {
   if (axis < 0 || axis >= tensor.dims_size()) {
-    return absl::InternalError(absl::StrCat("axis ", axis, " out of range for '", tensor.name(), "'"));
+    return absl::InternalError(
+        absl::StrCat("axis ", axis, " out of range for '", tensor.name(), "'"));
   }
   absl::StatusOr<std::vector<float>> values = ReadFloats(tensor);
   if (!values.ok()) return values.status();
