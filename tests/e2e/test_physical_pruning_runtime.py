@@ -27,8 +27,9 @@ import torch
 import torch.nn as nn
 from onnx import numpy_helper
 
+import bonsai
 import ort_runner
-from models import MLP
+from models import MLP, build_mlp, to_safetensors
 from server_process import server_binary
 
 FRACTION = 0.5
@@ -347,3 +348,11 @@ def test_mask_and_physical_mode_remove_the_same_channels_even_where_float_norms_
     w1_kept = [c for c in range(6) if c not in expected["w1"]]
     assert _removed_columns(weights["w2"], after["w2"], w1_kept) == expected["w2"]
     assert after["w3"].shape == (3, 4)  # the head keeps its outputs; its inputs follow w2
+
+
+def test_physical_mode_on_safetensors_is_refused_with_the_mode_that_works(client):
+    with pytest.raises(bonsai.InvalidArgument) as err:
+        client.compress(to_safetensors(build_mlp()), method="structured",
+                        sparsity=FRACTION, options=OPTIONS)
+    assert "needs an ONNX model" in str(err.value)
+    assert "structured_mode MASK" in str(err.value)
