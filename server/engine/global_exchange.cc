@@ -3,7 +3,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "server/methods/magnitude.h"
+#include "server/methods/method.h"
+#include "server/tensor/magnitude_cut.h"
 #include "server/tensor/magnitude_histogram.h"
 
 namespace bonsai::engine {
@@ -11,16 +12,14 @@ namespace {
 
 struct ExchangedGroup {
   MethodGroup* group;
-  methods::MagnitudeMethod* method;
+  methods::SettleableGlobalCut* method;
   tensor::MagnitudeHistogram histogram = tensor::MagnitudeHistogram::Coarse();
 };
 
 std::vector<ExchangedGroup> GlobalMagnitudeGroups(CompressionPlan& plan) {
   std::vector<ExchangedGroup> groups;
   for (MethodGroup& group : plan.groups) {
-    if (group.config.scope != methods::Scope::kGlobal) continue;
-    auto* method = dynamic_cast<methods::MagnitudeMethod*>(group.method.get());
-    if (method != nullptr) groups.push_back({&group, method});
+    if (auto* method = group.method->settleable_global_cut()) groups.push_back({&group, method});
   }
   return groups;
 }

@@ -2,13 +2,13 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "server/formats/onnx_channel_pruning.h"
-#include "server/formats/onnx_model.h"
+#include "server/formats/editable_graph.h"
+#include "server/surgery/channel_pruning.h"
 
 namespace bonsai::engine {
 namespace {
 
-void ReportPrunedTensor(const formats::PrunedTensor& pruned, const formats::TensorInfo* info,
+void ReportPrunedTensor(const surgery::PrunedTensor& pruned, const formats::TensorInfo* info,
                         v1::CompressionReport& report) {
   v1::TensorReport* out = report.add_tensors();
   out->set_name(pruned.name);
@@ -36,9 +36,8 @@ void ReportPrunedTensor(const formats::PrunedTensor& pruned, const formats::Tens
 
 }  // namespace
 
-bool IsPhysicalStructured(const methods::MethodConfig& config) {
-  return config.method == "structured" &&
-         config.structured_mode == methods::StructuredMode::kPhysical;
+bool IsPhysicalStructured(const MethodGroup& group) {
+  return group.method != nullptr && group.method->removes_channels_from_graph();
 }
 
 absl::StatusOr<CompressionPlan> ApplyPhysicalPruning(const ValidatedSpec& spec,
@@ -46,10 +45,10 @@ absl::StatusOr<CompressionPlan> ApplyPhysicalPruning(const ValidatedSpec& spec,
                                                      CompressionPlan plan,
                                                      v1::CompressionReport& report) {
   bool any = false;
-  for (const MethodGroup& group : plan.groups) any |= IsPhysicalStructured(group.config);
+  for (const MethodGroup& group : plan.groups) any |= IsPhysicalStructured(group);
   if (!any) return plan;
-  auto* onnx_model = dynamic_cast<formats::OnnxModel*>(&model);
-  if (onnx_model == nullptr) {
+  formats::EditableGraph* graph = model.editable_graph();
+  if (graph == nullptr) {
     return absl::InvalidArgumentError(
         "structured pruning in physical mode changes the graph, so it needs an ONNX model; "
         "for safetensors use structured_mode MASK (channels zeroed in place)");
@@ -59,19 +58,23 @@ absl::StatusOr<CompressionPlan> ApplyPhysicalPruning(const ValidatedSpec& spec,
   uint64_t macs_before = 0, macs_after = 0;
   bool first = true;
   for (const MethodGroup& group : plan.groups) {
-    if (!IsPhysicalStructured(group.config)) continue;
+    if (!IsPhysicalStructured(group)) continue;
     absl::flat_hash_set<std::string> names;
     for (size_t index : group.tensors) names.insert(model.tensors()[index].name);
     physical_names.insert(names.begin(), names.end());
 
-    formats::ChannelPruningOptions options;
+    surgery::ChannelPruningOptions options;
     options.fraction = group.config.sparsity;
-    options.norm = group.config.norm == methods::NormKind::kL1 ? formats::ChannelNorm::kL1
-                                                               : formats::ChannelNorm::kL2;
+    options.norm = group.config.norm;
     options.selected = [&names](const std::string& name) { return names.contains(name); };
-    auto result = formats::PruneChannelsPhysically(*onnx_model->mutable_proto(), options);
-    if (!result.ok()) return result.status();
-    if (auto s = onnx_model->Reindex(); !s.ok()) return s;
+    absl::StatusOr<surgery::ChannelPruningResult> result;
+    if (auto s = graph->Edit([&](onnx::ModelProto& proto) {
+          result = surgery::PruneChannelsPhysically(proto, options);
+          return result.status();
+        });
+        !s.ok()) {
+      return s;
+    }
 
     for (const auto& pruned : result->tensors) {
       const formats::TensorInfo* info = nullptr;
@@ -103,7 +106,7 @@ absl::StatusOr<CompressionPlan> ApplyPhysicalPruning(const ValidatedSpec& spec,
   for (size_t i = 0; i < model.tensors().size(); ++i) {
     const int group = replanned->group_of_tensor[i];
     if (group < 0) continue;
-    if (IsPhysicalStructured(replanned->groups[group].config) ||
+    if (IsPhysicalStructured(replanned->groups[group]) ||
         physical_names.contains(model.tensors()[i].name)) {
       replanned->group_of_tensor[i] = -1;
     }

@@ -1,5 +1,6 @@
 // Structured pruning in physical mode: whole channels leave the ONNX graph
-// (formats/onnx_channel_pruning.h does the surgery). It runs before the
+// (surgery/channel_pruning.h does the surgery, on the model's
+// formats::EditableGraph). It runs before the
 // per-tensor methods because it changes which tensors exist and their
 // shapes; the plan is rebuilt afterwards for whatever else the job does.
 #ifndef BONSAI_SERVER_ENGINE_PHYSICAL_PRUNING_H_
@@ -12,7 +13,9 @@
 
 namespace bonsai::engine {
 
-bool IsPhysicalStructured(const methods::MethodConfig& config);
+// The group's method removes channels from the graph rather than zeroing
+// weights (Method::removes_channels_from_graph).
+bool IsPhysicalStructured(const MethodGroup& group);
 
 // Runs the physical groups of `plan` on `model`, reports what they removed,
 // and returns the plan for the remaining (non-physical) work, rebuilt

@@ -19,6 +19,7 @@
 
 namespace bonsai::formats {
 
+class EditableGraph;  // formats/editable_graph.h
 class InputFile;
 class OutputSink;
 
@@ -159,6 +160,9 @@ class Model {
   // ONNX: the opset of the default domain the model imports (what operators
   // packed output may add); 0 for other formats.
   virtual int64_t onnx_opset() const { return 0; }
+  // The graph, for surgery that changes which tensors exist or their shapes
+  // (physical channel pruning); null for formats without one (safetensors).
+  virtual EditableGraph* editable_graph() { return nullptr; }
 
   // For tests and benchmarks: the whole output of a single-file model as
   // one string (formats/in_memory.cc).

@@ -1,6 +1,6 @@
-#include <algorithm>
 #include "server/formats/onnx_model.h"
 
+#include <algorithm>
 #include <climits>
 
 #include "absl/container/flat_hash_map.h"
@@ -8,7 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
-#include "server/formats/onnx_channel_groups.h"
+#include "server/formats/onnx_graph_index.h"
+#include "server/formats/onnx_output_heads.h"
 #include "server/formats/onnx_sparse.h"
 #include "server/formats/onnx_tensor_data.h"
 #include "server/storage/allocator_tuning.h"
@@ -87,9 +88,8 @@ absl::StatusOr<std::unique_ptr<OnnxModel>> OnnxModel::Create(
 absl::Status OnnxModel::Reindex() {
   refs_ = CollectOnnxTensors(*proto_->mutable_graph());
   external_.clear();
-  const OnnxUses uses = CollectOnnxUses(proto_->graph());
-  const channels::GraphIndex graph_index(*proto_->mutable_graph());
-  const auto heads = channels::WeightsReachingGraphOutputs(graph_index);
+  const OnnxGraphIndex graph_index(*proto_->mutable_graph());
+  const auto heads = WeightsReachingGraphOutputs(graph_index);
   infos_.clear();
   infos_.reserve(refs_.size());
   for (const OnnxTensorRef& ref : refs_) {
@@ -111,7 +111,7 @@ absl::Status OnnxModel::Reindex() {
       info.file = companions_[where->file].name();
     }
     external_.push_back(where);
-    ClassifyOnnxTensor(uses, info);
+    ClassifyOnnxTensor(graph_index, info);
     info.output_head = heads.contains(info.name);
     infos_.push_back(std::move(info));
   }
@@ -119,6 +119,12 @@ absl::Status OnnxModel::Reindex() {
   quantized_.assign(infos_.size(), std::nullopt);
   held_.assign(infos_.size(), std::nullopt);
   return absl::OkStatus();
+}
+
+absl::Status OnnxModel::Edit(absl::FunctionRef<absl::Status(onnx::ModelProto&)> edit) {
+  if (consumed_) return absl::FailedPreconditionError("the model was already serialized");
+  if (auto status = edit(*proto_); !status.ok()) return status;
+  return Reindex();
 }
 
 absl::Status OnnxModel::CheckUsable(size_t index) const {

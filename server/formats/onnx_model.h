@@ -13,6 +13,7 @@
 
 #include "onnx/onnx_pb.h"
 #include "server/formats/model.h"
+#include "server/formats/editable_graph.h"
 #include "server/formats/model_files.h"
 #include "server/formats/onnx_external_data.h"
 #include "server/formats/onnx_quantized.h"
@@ -20,7 +21,7 @@
 
 namespace bonsai::formats {
 
-class OnnxModel final : public Model {
+class OnnxModel final : public Model, private EditableGraph {
  public:
   // Indexes the model's tensors; InvalidArgument for tensors bonsai cannot
   // take (external data, sizes that do not match their shape).
@@ -45,14 +46,13 @@ class OnnxModel final : public Model {
   uint64_t resident_bytes() const override { return resident_; }
   int64_t onnx_opset() const override { return proto_ ? DefaultOpset(*proto_) : 0; }
 
-  // For graph surgery (physical channel pruning). Call Reindex() after
-  // changing which tensors exist or their shapes: tensors() and the indices
-  // into it are stale until then.
-  onnx::ModelProto* mutable_proto() { return proto_.get(); }
-  absl::Status Reindex();
+  EditableGraph* editable_graph() override { return this; }
 
  private:
   explicit OnnxModel(std::unique_ptr<onnx::ModelProto> proto) : proto_(std::move(proto)) {}
+  absl::Status Edit(absl::FunctionRef<absl::Status(onnx::ModelProto&)> edit) override;
+  // Indexes the proto's tensors, again after an Edit.
+  absl::Status Reindex();
   absl::Status CheckUsable(size_t index) const;
   absl::StatusOr<std::string> SerializeProto(const SerializeOptions& options);
   // External tensors: their stored bytes (held once written) into raw_.

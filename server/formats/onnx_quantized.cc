@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "server/formats/onnx_weights.h"
+#include "server/formats/onnx_graph_index.h"
 #include "server/formats/quant_codes.h"
 
 namespace bonsai::formats {
@@ -243,9 +243,8 @@ absl::Status ApplyOnnxQuantizedForm(onnx::ModelProto& model, onnx::GraphProto& g
       }
     }
     // A reader in a subgraph would lose its input when the weight goes.
-    const OnnxUses uses = CollectOnnxUses(model.graph());
-    auto it = uses.find(name);
-    if (it == uses.end() || it->second.size() != matmuls.size()) {
+    const size_t uses = OnnxGraphIndex(*model.mutable_graph()).Uses(name).size();
+    if (uses == 0 || uses != matmuls.size()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "packed ONNX output of quantized tensor \"", name, "\": it is read outside the "
           "MatMuls of its own graph, which MatMulNBits cannot replace; use bits 8 for it or ask "

@@ -39,6 +39,11 @@ tensor::DType DTypeFromOnnx(int32_t data_type) {
   }
 }
 
+uint64_t OnnxElementCount(const TensorProto& tensor) {
+  uint64_t count = 0;
+  return tensor::ElementCount(tensor.dims(), &count) ? count : 0;
+}
+
 absl::Status CheckOnnxTensorStorage(const TensorProto& tensor, absl::string_view name,
                                     uint64_t* count) {
   if (tensor.data_location() == TensorProto::EXTERNAL) {

@@ -19,6 +19,10 @@ namespace bonsai::formats {
 
 tensor::DType DTypeFromOnnx(int32_t data_type);
 
+// The element count its dims say; 0 when a dim is negative or the product
+// overflows (CheckOnnxTensorStorage refuses such tensors).
+uint64_t OnnxElementCount(const onnx::TensorProto& tensor);
+
 // Checks that the tensor's data is inside the proto and has the size its
 // dims say; `name` is used in the messages. Sets the element count.
 absl::Status CheckOnnxTensorStorage(const onnx::TensorProto& tensor, absl::string_view name,

@@ -2,20 +2,17 @@
 
 #include "absl/strings/str_cat.h"
 #include "onnx/defs/schema.h"
+#include "server/formats/onnx_attributes.h"
 
 namespace bonsai::formats {
 namespace {
-
-bool IsDefaultDomain(const std::string& domain) {
-  return domain.empty() || domain == "ai.onnx";
-}
 
 void CollectFromGraph(onnx::GraphProto& graph, std::vector<OnnxTensorRef>& out) {
   for (onnx::TensorProto& tensor : *graph.mutable_initializer()) {
     out.push_back({tensor.name(), &tensor, &graph, true});
   }
   for (onnx::NodeProto& node : *graph.mutable_node()) {
-    const bool constant = node.op_type() == "Constant" && IsDefaultDomain(node.domain());
+    const bool constant = node.op_type() == "Constant" && IsDefaultOnnxDomain(node);
     for (onnx::AttributeProto& attribute : *node.mutable_attribute()) {
       if (constant && attribute.name() == "value" && attribute.has_t()) {
         const std::string name =
@@ -30,33 +27,12 @@ void CollectFromGraph(onnx::GraphProto& graph, std::vector<OnnxTensorRef>& out) 
   }
 }
 
-void CollectUsesFromGraph(const onnx::GraphProto& graph, OnnxUses& uses) {
-  for (const onnx::NodeProto& node : graph.node()) {
-    for (int i = 0; i < node.input_size(); ++i) {
-      if (!node.input(i).empty()) uses[node.input(i)].push_back({&node, i});
-    }
-    for (const onnx::AttributeProto& attribute : node.attribute()) {
-      if (attribute.has_g()) CollectUsesFromGraph(attribute.g(), uses);
-      for (const onnx::GraphProto& subgraph : attribute.graphs()) {
-        CollectUsesFromGraph(subgraph, uses);
-      }
-    }
-  }
-}
-
-int64_t IntAttribute(const onnx::NodeProto& node, const std::string& name, int64_t fallback) {
-  for (const onnx::AttributeProto& attribute : node.attribute()) {
-    if (attribute.name() == name && attribute.has_i()) return attribute.i();
-  }
-  return fallback;
-}
-
 // "Conv.B", "Gather.data", ...: the input's name in the operator schema, or
 // its index when the operator is unknown to this ONNX version.
 std::string RoleOf(const OnnxUse& use) {
   const onnx::NodeProto& node = *use.node;
   std::string input = absl::StrCat("input", use.input);
-  const std::string domain = IsDefaultDomain(node.domain()) ? "" : node.domain();
+  const std::string domain = IsDefaultOnnxDomain(node) ? "" : node.domain();
   if (const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Schema(node.op_type(), domain)) {
     const auto& inputs = schema->inputs();
     if (use.input < static_cast<int>(inputs.size())) {
@@ -72,12 +48,12 @@ std::string RoleOf(const OnnxUse& use) {
 // The layout of a weight input per the table in model.h.
 std::optional<WeightLayout> WeightLayoutOf(const OnnxUse& use, size_t rank) {
   const onnx::NodeProto& node = *use.node;
-  if (use.input != 1 || !IsDefaultDomain(node.domain()) || rank < 2) return std::nullopt;
+  if (use.input != 1 || !IsDefaultOnnxDomain(node) || rank < 2) return std::nullopt;
   const std::string& op = node.op_type();
   if (op == "Conv") return WeightLayout{0, 1};
   if (op == "ConvTranspose") return WeightLayout{1, 0};
   if (op == "Gemm") {
-    return IntAttribute(node, "transB", 0) != 0 ? WeightLayout{0, 1} : WeightLayout{1, 0};
+    return OnnxIntAttribute(node, "transB", 0) != 0 ? WeightLayout{0, 1} : WeightLayout{1, 0};
   }
   if (op == "MatMul") {  // batched B is [..., in, out]
     const int r = static_cast<int>(rank);
@@ -94,17 +70,11 @@ std::vector<OnnxTensorRef> CollectOnnxTensors(onnx::GraphProto& graph) {
   return out;
 }
 
-OnnxUses CollectOnnxUses(const onnx::GraphProto& graph) {
-  OnnxUses uses;
-  CollectUsesFromGraph(graph, uses);
-  return uses;
-}
-
-void ClassifyOnnxTensor(const OnnxUses& uses, TensorInfo& info) {
-  const auto found = uses.find(info.name);
-  if (found == uses.end() || found->second.empty()) return;
+void ClassifyOnnxTensor(const OnnxGraphIndex& index, TensorInfo& info) {
+  const std::vector<OnnxUse>& uses = index.Uses(info.name);
+  if (uses.empty()) return;
   const bool weight_like = tensor::IsFloating(info.dtype) && info.params > 0;
-  for (const OnnxUse& use : found->second) {
+  for (const OnnxUse& use : uses) {
     if (!weight_like) break;
     if (auto layout = WeightLayoutOf(use, info.shape.size())) {
       info.role = RoleOf(use);
@@ -113,7 +83,7 @@ void ClassifyOnnxTensor(const OnnxUses& uses, TensorInfo& info) {
       return;
     }
   }
-  info.role = RoleOf(found->second.front());
+  info.role = RoleOf(uses.front());
 }
 
 }  // namespace bonsai::formats

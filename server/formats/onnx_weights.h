@@ -1,20 +1,16 @@
 // Where an ONNX model keeps its weights and what uses them. Exporters put
 // weights in graph initializers, in Constant nodes (attribute "value"), and
 // inside the subgraphs of If/Loop/Scan; all three are found, recursively.
-//
-// Uses are looked up by name over the whole model: a tensor consumed by any
-// node anywhere (any graph) under that name counts. ONNX forbids a subgraph
-// name from shadowing an outer one, so for valid models this equals
-// innermost-scope resolution.
+// Uses come from the graph index (onnx_graph_index.h).
 #ifndef BONSAI_SERVER_FORMATS_ONNX_WEIGHTS_H_
 #define BONSAI_SERVER_FORMATS_ONNX_WEIGHTS_H_
 
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "onnx/onnx_pb.h"
 #include "server/formats/model.h"
+#include "server/formats/onnx_graph_index.h"
 
 namespace bonsai::formats {
 
@@ -25,25 +21,15 @@ struct OnnxTensorRef {
   bool is_initializer = false;        // false: a Constant node's value
 };
 
-struct OnnxUse {
-  const onnx::NodeProto* node = nullptr;
-  int input = 0;
-};
-
-using OnnxUses = absl::flat_hash_map<std::string, std::vector<OnnxUse>>;
-
 // Every dense tensor of the graph and its subgraphs, in a fixed order: a
 // graph's initializers, then its nodes' Constant values and subgraphs in
 // node order.
 std::vector<OnnxTensorRef> CollectOnnxTensors(onnx::GraphProto& graph);
 
-// Every node input of the graph and its subgraphs, by name.
-OnnxUses CollectOnnxUses(const onnx::GraphProto& graph);
-
 // Fills role, layout and selected_by_default of `info` (name, shape, dtype
 // already set) from the tensor's uses. The first weight use decides: a
 // tensor feeding input 1 of Conv, ConvTranspose, Gemm or MatMul.
-void ClassifyOnnxTensor(const OnnxUses& uses, TensorInfo& info);
+void ClassifyOnnxTensor(const OnnxGraphIndex& index, TensorInfo& info);
 
 }  // namespace bonsai::formats
 

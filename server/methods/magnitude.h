@@ -12,7 +12,7 @@
 
 namespace bonsai::methods {
 
-class MagnitudeMethod : public Method {
+class MagnitudeMethod : public Method, private SettleableGlobalCut {
  public:
   explicit MagnitudeMethod(const MethodConfig& config) : config_(config) {}
 
@@ -25,11 +25,15 @@ class MagnitudeMethod : public Method {
   absl::StatusOr<MethodOutcome> Apply(const WeightTensor& weight,
                                       const ProgressTick& tick) override;
 
-  // Global scope: a cut settled elsewhere (over several jobs, see
-  // engine/global_exchange.h) replaces the observation passes.
-  void SettleCut(const tensor::MagnitudeCut& cut) { masker_.emplace(cut); }
+  SettleableGlobalCut* settleable_global_cut() override {
+    return config_.scope == Scope::kGlobal ? this : nullptr;
+  }
 
  private:
+  // Global scope: a cut settled elsewhere (over several jobs, see
+  // engine/global_exchange.h) replaces the observation passes.
+  void SettleCut(const tensor::MagnitudeCut& cut) override { masker_.emplace(cut); }
+
   MethodConfig config_;
   // Global scope: the selector's passes (magnitude_select.h); the first
   // also counts the weights, which settles k.

@@ -21,6 +21,10 @@
 #include "server/methods/method_config.h"
 #include "server/tensor/float_tensor.h"
 
+namespace bonsai::tensor {
+struct MagnitudeCut;  // tensor/magnitude_cut.h
+}  // namespace bonsai::tensor
+
 namespace bonsai::methods {
 
 // Input statistics of the layer that consumes a weight, from calibration
@@ -52,9 +56,26 @@ struct MethodOutcome {
 // cancellation: returns false when the job should stop.
 using ProgressTick = std::function<bool(double fraction_of_tensor)>;
 
+// A method whose global cut may be settled outside its own job, over every
+// job of a model spread across replicas (engine/global_exchange.h): the
+// engine feeds it the agreed cut instead of running the observation passes.
+class SettleableGlobalCut {
+ public:
+  virtual ~SettleableGlobalCut() = default;
+  virtual void SettleCut(const tensor::MagnitudeCut& cut) = 0;
+};
+
 class Method {
  public:
   virtual ~Method() = default;
+
+  // Capabilities the engine asks for instead of knowing method types.
+  // Global magnitude pruning: null for every other method and scope.
+  virtual SettleableGlobalCut* settleable_global_cut() { return nullptr; }
+  // Removes channels from the model's graph (structured pruning in physical
+  // mode), which the engine does as graph surgery before any Apply; such a
+  // method's Apply is never called.
+  virtual bool removes_channels_from_graph() const { return false; }
 
   // At most this many passes; a method may find after one pass that it
   // needs no more (NeedsPass is asked before each), so a pass costs only

@@ -1,7 +1,8 @@
 // Structured pruning: whole output channels with the smallest L1 or L2 norm
-// become zero (mask mode). Physical removal from the graph is a separate
-// transform (formats/onnx_channel_pruning.h) that the engine runs with the
-// same choice of channels, which is why ChannelsToRemove is public.
+// become zero (mask mode). Physical removal from the graph is graph surgery
+// (surgery/channel_pruning.h) that the engine runs; it scores and chooses
+// channels with ChannelNorms and LowestChannels below, so both modes remove
+// the same channels of the same weights.
 #ifndef BONSAI_SERVER_METHODS_STRUCTURED_H_
 #define BONSAI_SERVER_METHODS_STRUCTURED_H_
 
@@ -12,6 +13,16 @@
 
 namespace bonsai::methods {
 
+// Per output channel, the L1 or L2 norm of its weights, summed in double in
+// column order and kept in double: rounding them to float would make
+// channels that differ tie, and ties go by index. Empty for tensors of
+// rank < 2.
+std::vector<double> ChannelNorms(const WeightTensor& weight, NormKind norm);
+
+// The `count` channels with the lowest scores, ascending; equal scores lose
+// the lower index first.
+std::vector<int64_t> LowestChannels(absl::Span<const double> scores, uint64_t count);
+
 // The output channels to prune, ascending: exactly round(fraction * channels)
 // with the smallest norms (ties: the lower index goes first), except that at
 // least one channel is always kept so the layer still exists after physical
@@ -21,12 +32,15 @@ std::vector<int64_t> ChannelsToRemove(const WeightTensor& weight, NormKind norm,
 
 class StructuredMethod : public Method {
  public:
-  explicit StructuredMethod(const MethodConfig& config) : norm_(config.norm) {}
+  explicit StructuredMethod(const MethodConfig& config)
+      : norm_(config.norm), mode_(config.structured_mode) {}
+  bool removes_channels_from_graph() const override { return mode_ == StructuredMode::kPhysical; }
   absl::StatusOr<MethodOutcome> Apply(const WeightTensor& weight,
                                       const ProgressTick& tick) override;
 
  private:
   NormKind norm_;
+  StructuredMode mode_;
 };
 
 }  // namespace bonsai::methods

@@ -27,8 +27,9 @@ import torch
 import torch.nn as nn
 from onnx import numpy_helper
 
+import bonsai
 import ort_runner
-from models import MLP
+from models import MLP, build_mlp, to_safetensors
 from server_process import server_binary
 
 FRACTION = 0.5
@@ -279,3 +280,79 @@ def test_each_neuron_group_loses_its_lowest_l2_norm_neurons(client):
     shapes = {t.name: list(t.shape_after) for t in result.report.tensors if t.shape_after}
     assert shapes.get("fc1.weight") == [32, 32]
     assert shapes.get("fc2.weight") == [24, 32]
+
+
+def _near_tie_model() -> bytes:
+    """x -> MatMul w1 -> Relu -> MatMul w2 -> Relu -> MatMul w3 -> y.
+
+    Four output channels of w1 and of w2 have L2 norms 1 + eps^2/2 with eps
+    <= 3e-4: the same float32 (1.0), different float64s. The values that
+    tell them apart sit in rows that survive the cut of the layer before, so
+    every kept column can be found again in the original.
+    """
+    w1 = np.zeros((8, 6), np.float32)
+    w1[0] = [1, 1, 1, 1, 5, 5]
+    w1[1] = [3e-4, 1e-4, 2.5e-4, 2e-4, 1e-4, 2e-4]
+    w2 = np.zeros((6, 6), np.float32)
+    w2[0] = [5, 5, 1, 1, 1, 1]
+    w2[4] = [1e-4, 2e-4, 3e-4, 1e-4, 2.5e-4, 2e-4]
+    w3 = np.random.default_rng(7).standard_normal((6, 4)).astype(np.float32)
+    nodes = [onnx.helper.make_node("MatMul", ["x", "w1"], ["h1"]),
+             onnx.helper.make_node("Relu", ["h1"], ["a1"]),
+             onnx.helper.make_node("MatMul", ["a1", "w2"], ["h2"]),
+             onnx.helper.make_node("Relu", ["h2"], ["a2"]),
+             onnx.helper.make_node("MatMul", ["a2", "w3"], ["y"])]
+    graph = onnx.helper.make_graph(
+        nodes, "near_tie",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(w, name) for name, w in (("w1", w1), ("w2", w2), ("w3", w3))])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _removed_columns(original: np.ndarray, pruned: np.ndarray, rows) -> list:
+    """Output channels (columns) of a MatMul weight that physical mode removed,
+    found by matching each kept column against the original on the kept rows."""
+    kept = []
+    for j in range(pruned.shape[1]):
+        matches = [c for c in range(original.shape[1]) if np.array_equal(original[rows, c], pruned[:, j])]
+        assert len(matches) == 1, f"kept column {j} is not one original column"
+        kept.append(matches[0])
+    return sorted(set(range(original.shape[1])) - set(kept))
+
+
+def test_mask_and_physical_mode_remove_the_same_channels_even_where_float_norms_tie(client):
+    original = _near_tie_model()
+    weights = _initializers(onnx.load_from_string(original))
+    # The reference: float64 L2 norms, lowest first, ties to the lower index.
+    expected = {}
+    for name in ("w1", "w2"):
+        norms = np.sqrt((weights[name].astype(np.float64) ** 2).sum(axis=0))
+        expected[name] = sorted(np.argsort(norms, kind="stable")[:3].tolist())
+        in_float = sorted(np.argsort(norms.astype(np.float32), kind="stable")[:3].tolist())
+        assert in_float != expected[name], "the model must hold float32 ties"
+    assert expected == {"w1": [1, 2, 3], "w2": [3, 4, 5]}
+
+    masked = client.compress(original, method="structured", sparsity=FRACTION, options={"norm": "l2"})
+    after_mask = _initializers(onnx.load_from_string(masked.model))
+    for name in ("w1", "w2"):
+        zeroed = [c for c in range(6) if not after_mask[name][:, c].any()]
+        assert zeroed == expected[name], name
+
+    physical = client.compress(original, method="structured", sparsity=FRACTION, options=OPTIONS)
+    after = _initializers(onnx.load_from_string(physical.model))
+    assert _removed_columns(weights["w1"], after["w1"], list(range(8))) == expected["w1"]
+    w1_kept = [c for c in range(6) if c not in expected["w1"]]
+    assert _removed_columns(weights["w2"], after["w2"], w1_kept) == expected["w2"]
+    assert after["w3"].shape == (3, 4)  # the head keeps its outputs; its inputs follow w2
+
+
+def test_physical_mode_on_safetensors_is_refused_with_the_mode_that_works(client):
+    with pytest.raises(bonsai.InvalidArgument) as err:
+        client.compress(to_safetensors(build_mlp()), method="structured",
+                        sparsity=FRACTION, options=OPTIONS)
+    assert "needs an ONNX model" in str(err.value)
+    assert "structured_mode MASK" in str(err.value)

@@ -5,6 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/formats/editable_graph.h"
 #include "server/formats/model.h"
 #include "tests/unit/formats_test_util.h"
 
@@ -305,17 +306,31 @@ TEST(OnnxModelTest, NotAModelProtoIsInvalidArgument) {
   EXPECT_THAT(std::string(ParseOnnx(Serialized(no_graph)).status().message()), HasSubstr("no graph"));
 }
 
-TEST(OnnxModelTest, MutableProtoAndReindexSeeGraphEdits) {
+TEST(OnnxModelTest, GraphEditsAreSeenByTheTensorsAfterwards) {
   auto parsed = ParseOnnxProto(Serialized(LayeredModel()));
   ASSERT_TRUE(parsed.ok());
   auto model = OnnxModel::Create(*std::move(parsed));
   ASSERT_TRUE(model.ok());
-  onnx::TensorProto* w = (*model)->mutable_proto()->mutable_graph()->mutable_initializer(0);
-  w->set_dims(0, 2);
-  w->mutable_raw_data()->resize(2 * 4 * 4);
-  ASSERT_TRUE((*model)->Reindex().ok());
+  EditableGraph* graph = (*model)->editable_graph();
+  ASSERT_NE(graph, nullptr);
+  ASSERT_TRUE(graph->Edit([](onnx::ModelProto& proto) {
+                     onnx::TensorProto* w = proto.mutable_graph()->mutable_initializer(0);
+                     w->set_dims(0, 2);
+                     w->mutable_raw_data()->resize(2 * 4 * 4);
+                     return absl::OkStatus();
+                   }).ok());
   EXPECT_EQ((*model)->tensors()[0].shape, (std::vector<int64_t>{2, 4}));
   EXPECT_EQ((*model)->Read(0)->values.size(), 8u);
+}
+
+TEST(OnnxModelTest, AFailedGraphEditReturnsItsStatus) {
+  auto parsed = ParseOnnxProto(Serialized(LayeredModel()));
+  ASSERT_TRUE(parsed.ok());
+  auto model = OnnxModel::Create(*std::move(parsed));
+  ASSERT_TRUE(model.ok());
+  const absl::Status status = (*model)->editable_graph()->Edit(
+      [](onnx::ModelProto&) { return absl::FailedPreconditionError("no"); });
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
 }
 
 // A tensor with a 0 dimension has empty raw_data (or no typed values) and

@@ -15,7 +15,8 @@
 
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
-#include "server/formats/onnx_channel_graph.h"
+#include "server/formats/onnx_attributes.h"
+#include "server/surgery/cuttable_tensor.h"
 
 namespace bonsai::testing {
 
@@ -79,7 +80,7 @@ Dense Broadcast(const std::vector<const Dense*>& inputs, Op op) {
 inline Dense Conv(const onnx::NodeProto& node, const Dense& x, const Dense& w, const Dense* b) {
   const int64_t n = x.dims[0], c = x.dims[1], h = x.dims[2], wd = x.dims[3];
   const int64_t o = w.dims[0], cg = w.dims[1], kh = w.dims[2], kw = w.dims[3];
-  const int64_t group = formats::channels::IntAttribute(node, "group", 1);
+  const int64_t group = formats::OnnxIntAttribute(node, "group", 1);
   const auto pads = Ints(node, "pads", {0, 0, 0, 0});
   const auto strides = Ints(node, "strides", {1, 1});
   const int64_t oh = (h + pads[0] + pads[2] - kh) / strides[0] + 1;
@@ -107,7 +108,7 @@ inline Dense Conv(const onnx::NodeProto& node, const Dense& x, const Dense& w, c
 }
 
 inline Dense Gemm(const onnx::NodeProto& node, const Dense& a, const Dense& b, const Dense* c) {
-  const bool trans_b = formats::channels::IntAttribute(node, "transB", 0) != 0;
+  const bool trans_b = formats::OnnxIntAttribute(node, "transB", 0) != 0;
   const int64_t m = a.dims[0], k = a.dims[1], n = trans_b ? b.dims[0] : b.dims[1];
   Dense y{{m, n}, std::vector<float>(m * n)};
   for (int64_t i = 0; i < m; ++i)
@@ -123,7 +124,7 @@ inline Dense Gemm(const onnx::NodeProto& node, const Dense& a, const Dense& b, c
 }
 
 inline Dense Concat(const onnx::NodeProto& node, const std::vector<const Dense*>& parts) {
-  int64_t axis = formats::channels::IntAttribute(node, "axis", 0);
+  int64_t axis = formats::OnnxIntAttribute(node, "axis", 0);
   std::vector<int64_t> dims = parts[0]->dims;
   if (axis < 0) axis += dims.size();
   dims[axis] = 0;
@@ -146,7 +147,7 @@ inline Dense Concat(const onnx::NodeProto& node, const std::vector<const Dense*>
 inline DenseMap RunTiny(const onnx::ModelProto& model, const DenseMap& inputs) {
   DenseMap values = inputs;
   for (const onnx::TensorProto& t : model.graph().initializer()) {
-    auto floats = formats::channels::ReadFloats(t);
+    auto floats = surgery::ReadFloats(t);
     EXPECT_TRUE(floats.ok()) << floats.status();
     values[t.name()] = {{t.dims().begin(), t.dims().end()}, *floats};
   }
@@ -165,7 +166,7 @@ inline DenseMap RunTiny(const onnx::ModelProto& model, const DenseMap& inputs) {
       onnx::NodeProto plain;
       out = tiny::Gemm(plain, *in[0], *in[1], nullptr);
     } else if (op == "BatchNormalization") {
-      const float eps = formats::channels::FloatAttribute(node, "epsilon", 1e-5f);
+      const float eps = formats::OnnxFloatAttribute(node, "epsilon", 1e-5f);
       out = *in[0];
       const int64_t c = out.dims[1], inner = tiny::Count(out.dims) / (out.dims[0] * c);
       for (int64_t i = 0; i < tiny::Count(out.dims); ++i) {

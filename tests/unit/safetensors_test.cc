@@ -193,6 +193,13 @@ TEST(SafetensorsTest, SecondSerializeIsFailedPrecondition) {
   EXPECT_EQ(model->Read(1).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+// Physical channel pruning asks the model for its graph; safetensors has
+// none, so the engine refuses that mode instead of casting to a format.
+TEST(SafetensorsTest, HasNoGraphToEdit) {
+  auto model = Parse(SmallModel());
+  EXPECT_EQ(model->editable_graph(), nullptr);
+}
+
 // ------------------------------------------------------------ hostile input
 
 void ExpectInvalid(const absl::Status& status, const std::string& fragment) {

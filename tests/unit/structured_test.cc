@@ -45,6 +45,24 @@ TEST(StructuredTest, OutputChannelsFollowTheLayout) {
   EXPECT_THAT(ChannelsToRemove(conv.view(), NormKind::kL1, 0.6), ElementsAre(0, 1));
 }
 
+// L2 norms 1.000000005 and 1: the same float, different doubles. Ranked in
+// float they would tie and the lower index would go; physical mode ranks in
+// double, and both modes must remove the same channel.
+TEST(StructuredTest, NormsThatRoundToOneFloatStillRankByTheirExactValue) {
+  OwnedWeight w("fc.weight", {2, 2}, {1.0f, 1e-4f, 1.0f, 0.0f});
+  const std::vector<double> norms = ChannelNorms(w.view(), NormKind::kL2);
+  ASSERT_EQ(norms.size(), 2u);
+  ASSERT_EQ(static_cast<float>(norms[0]), static_cast<float>(norms[1]));
+  EXPECT_GT(norms[0], norms[1]);
+  EXPECT_THAT(ChannelsToRemove(w.view(), NormKind::kL2, 0.5), ElementsAre(1));
+}
+
+TEST(StructuredTest, LowestChannelsBreaksTiesByIndexAndReturnsThemAscending) {
+  EXPECT_THAT(LowestChannels(std::vector<double>{3, 1, 2, 1}, 3), ElementsAre(1, 2, 3));
+  EXPECT_THAT(LowestChannels(std::vector<double>{2, 2, 2}, 2), ElementsAre(0, 1));
+  EXPECT_THAT(LowestChannels(std::vector<double>{5, 4}, 0), ElementsAre());
+}
+
 TEST(StructuredTest, AlwaysKeepsOneChannel) {
   OwnedWeight w("fc.weight", {2, 2}, {1, 2, 3, 4});
   EXPECT_THAT(ChannelsToRemove(w.view(), NormKind::kL2, 0.9), ElementsAre(0));

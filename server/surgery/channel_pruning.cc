@@ -1,26 +1,24 @@
-#include "server/formats/onnx_channel_pruning.h"
+#include "server/surgery/channel_pruning.h"
 
 #include <algorithm>
-#include <cmath>
-#include <numeric>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/formats/onnx_channel_graph.h"
-#include "server/formats/onnx_channel_groups.h"
-#include "server/formats/onnx_channel_shapes.h"
+#include "server/formats/onnx_graph_index.h"
+#include "server/formats/onnx_tensor_data.h"
+#include "server/methods/structured.h"
+#include "server/surgery/channel_groups.h"
+#include "server/surgery/channel_shapes.h"
+#include "server/surgery/cuttable_tensor.h"
 #include "server/tensor/magnitude_select.h"
 
-namespace bonsai::formats {
+namespace bonsai::surgery {
 namespace {
 
-using channels::ChannelGroup;
-using channels::GraphIndex;
-using channels::Site;
-using channels::SiteRole;
+using formats::OnnxGraphIndex;
 
 // A group that passed every check, with its channel choice.
 struct Plan {
@@ -44,21 +42,23 @@ const char* RoleName(SiteRole role) {
 
 uint64_t CountParams(const onnx::GraphProto& graph) {
   uint64_t params = 0;
-  for (const onnx::TensorProto& tensor : graph.initializer()) params += channels::ElementCount(tensor);
+  for (const onnx::TensorProto& tensor : graph.initializer()) {
+    params += formats::OnnxElementCount(tensor);
+  }
   return params;
 }
 
 // Every tensor the group would cut must be a FLOAT constant used once (a
 // shared one would change its other users) with the group's channel count on
 // the cut axis. Returns that count.
-absl::StatusOr<int64_t> ValidateGroup(const GraphIndex& index, const ChannelGroup& group) {
+absl::StatusOr<int64_t> ValidateGroup(const OnnxGraphIndex& index, const ChannelGroup& group) {
   int64_t count = -1;
   for (const Site& site : group.sites) {
     const onnx::TensorProto* tensor = index.Constant(site.tensor);
     if (tensor == nullptr || site.axis >= tensor->dims_size()) {
       return absl::InternalError(absl::StrCat("'", site.tensor, "' is not a cuttable constant"));
     }
-    if (absl::Status readable = channels::CheckFloatReadable(*tensor); !readable.ok()) {
+    if (absl::Status readable = CheckCuttable(*tensor); !readable.ok()) {
       return readable;
     }
     if (!index.ConstantUsedOnce(site.tensor)) {
@@ -76,39 +76,48 @@ absl::StatusOr<int64_t> ValidateGroup(const GraphIndex& index, const ChannelGrou
   return count;
 }
 
+// One producer's per-channel norms, by the function mask mode ranks with.
+// Producers are Conv W [out, in, k...] (channels on axis 0) and Gemm/MatMul
+// B (axis 0 or 1 of a matrix), so the reduction axis is the other of the
+// first two.
+absl::StatusOr<std::vector<double>> ProducerNorms(const onnx::TensorProto& tensor, int axis,
+                                                  methods::NormKind norm) {
+  formats::TensorInfo info;
+  info.name = tensor.name();
+  info.shape.assign(tensor.dims().begin(), tensor.dims().end());
+  info.layout = formats::WeightLayout{axis, axis == 0 ? 1 : 0};
+  absl::StatusOr<std::vector<float>> values = ReadFloats(tensor);
+  if (!values.ok()) return values.status();
+  tensor::FloatTensor weights;
+  weights.shape = info.shape;
+  weights.values = *std::move(values);
+  return methods::ChannelNorms(methods::WeightTensor{&info, &weights}, norm);
+}
+
 // Per-channel norms of the producers' weights, summed over the group.
-absl::StatusOr<std::vector<double>> ScoreChannels(const GraphIndex& index, const ChannelGroup& group,
-                                                  int64_t count, ChannelNorm norm) {
+absl::StatusOr<std::vector<double>> ScoreChannels(const OnnxGraphIndex& index,
+                                                  const ChannelGroup& group, int64_t count,
+                                                  methods::NormKind norm) {
   std::vector<double> scores(count, 0.0);
   for (const Site& site : group.sites) {
     if (site.role != SiteRole::kProducer) continue;
-    const onnx::TensorProto& tensor = *index.Constant(site.tensor);
-    absl::StatusOr<std::vector<float>> values = channels::ReadFloats(tensor);
-    if (!values.ok()) return values.status();
-    uint64_t inner = 1;
-    for (int d = site.axis + 1; d < tensor.dims_size(); ++d) inner *= tensor.dims(d);
-    std::vector<double> sums(count, 0.0);
-    for (size_t i = 0; i < values->size(); ++i) {
-      const double v = (*values)[i];
-      sums[(i / inner) % count] += norm == ChannelNorm::kL1 ? std::abs(v) : v * v;
+    absl::StatusOr<std::vector<double>> norms =
+        ProducerNorms(*index.Constant(site.tensor), site.axis, norm);
+    if (!norms.ok()) return norms.status();
+    if (static_cast<int64_t>(norms->size()) != count) {
+      return absl::InternalError(absl::StrCat("'", site.tensor, "' has ", norms->size(),
+                                              " channels, not ", count));
     }
-    for (int64_t c = 0; c < count; ++c) {
-      scores[c] += norm == ChannelNorm::kL1 ? sums[c] : std::sqrt(sums[c]);
-    }
+    for (int64_t c = 0; c < count; ++c) scores[c] += (*norms)[c];
   }
   return scores;
 }
 
-// The `k` lowest scores; equal scores lose the lower index first.
+// The `k` lowest scores, by the same rule as mask mode.
 Plan ChooseChannels(const std::vector<double>& scores, int64_t k) {
   Plan plan;
   plan.channels = static_cast<int64_t>(scores.size());
-  std::vector<int64_t> order(scores.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int64_t a, int64_t b) { return scores[a] < scores[b]; });
-  plan.removed.assign(order.begin(), order.begin() + k);
-  std::sort(plan.removed.begin(), plan.removed.end());
+  plan.removed = methods::LowestChannels(scores, static_cast<uint64_t>(k));
   for (int64_t c = 0, r = 0; c < plan.channels; ++c) {
     if (r < k && plan.removed[r] == c) {
       ++r;
@@ -126,7 +135,7 @@ bool IsSelected(const ChannelPruningOptions& options, const ChannelGroup& group)
 }
 
 // Decides every group's channels without changing the model.
-std::vector<Plan> PlanGroups(const GraphIndex& index, const std::vector<ChannelGroup>& groups,
+std::vector<Plan> PlanGroups(const OnnxGraphIndex& index, const std::vector<ChannelGroup>& groups,
                              const ChannelPruningOptions& options, std::vector<std::string>& notes) {
   std::vector<Plan> plans;
   for (const ChannelGroup& group : groups) {
@@ -167,7 +176,7 @@ std::vector<Plan> PlanGroups(const GraphIndex& index, const std::vector<ChannelG
 }
 
 // Cuts every planned tensor. Plans were validated, so an error here is ours.
-absl::Status ApplyPlans(GraphIndex& index, const std::vector<Plan>& plans,
+absl::Status ApplyPlans(OnnxGraphIndex& index, const std::vector<Plan>& plans,
                         ChannelPruningResult& result) {
   absl::flat_hash_map<std::string, size_t> record_of;
   for (const Plan& plan : plans) {
@@ -187,7 +196,7 @@ absl::Status ApplyPlans(GraphIndex& index, const std::vector<Plan>& plans,
       if (!inserted && record.role.find(RoleName(site.role)) == std::string::npos) {
         absl::StrAppend(&record.role, "+", RoleName(site.role));
       }
-      if (absl::Status status = channels::KeepIndices(tensor, site.axis, plan.keep); !status.ok()) {
+      if (absl::Status status = KeepIndices(tensor, site.axis, plan.keep); !status.ok()) {
         return absl::InternalError(absl::StrCat("cutting '", site.tensor, "': ", status.message()));
       }
       record.cuts.push_back({site.axis, site.role == SiteRole::kConsumer, plan.removed});
@@ -241,26 +250,26 @@ absl::StatusOr<ChannelPruningResult> PruneChannelsPhysically(onnx::ModelProto& m
         absl::StrCat("channel fraction must be in [0, 1], got ", options.fraction));
   }
   ChannelPruningResult result;
-  channels::ShapeMap shapes;
-  if (absl::StatusOr<channels::ShapeMap> inferred = channels::InferShapesWithoutWeights(model);
+  ShapeMap shapes;
+  if (absl::StatusOr<ShapeMap> inferred = InferShapesWithoutWeights(model);
       inferred.ok()) {
     shapes = *std::move(inferred);
   } else {
     result.notes.push_back(absl::StrCat(inferred.status().message(),
                                         "; channels are followed without known shapes"));
   }
-  GraphIndex index(*model.mutable_graph());
-  channels::ChannelAnalysis analysis = channels::AnalyzeChannels(index, shapes);
+  OnnxGraphIndex index(*model.mutable_graph());
+  ChannelAnalysis analysis = AnalyzeChannels(index, shapes);
   result.notes.insert(result.notes.end(), analysis.notes.begin(), analysis.notes.end());
   const std::vector<Plan> plans = PlanGroups(index, analysis.groups, options, result.notes);
 
-  const channels::MacCount before = channels::CountMacs(index, shapes);
+  const MacCount before = CountMacs(index, shapes);
   result.params_before = CountParams(model.graph());
   result.macs_before = before.macs;
   if (absl::Status status = ApplyPlans(index, plans, result); !status.ok()) return status;
   UpdateDeclaredShapes(*model.mutable_graph(), plans, result);
   // Pruning keeps every spatial size, so the shapes from before still apply.
-  const channels::MacCount after = channels::CountMacs(index, shapes);
+  const MacCount after = CountMacs(index, shapes);
   result.params_after = CountParams(model.graph());
   result.macs_after = after.macs;
   result.macs_per_position = before.per_position;
@@ -271,4 +280,4 @@ absl::StatusOr<ChannelPruningResult> PruneChannelsPhysically(onnx::ModelProto& m
   return result;
 }
 
-}  // namespace bonsai::formats
+}  // namespace bonsai::surgery

@@ -1,11 +1,12 @@
-#include "server/formats/onnx_channel_shapes.h"
+#include "server/surgery/channel_shapes.h"
 
 #include <exception>
 
 #include "absl/strings/str_cat.h"
 #include "onnx/shape_inference/implementation.h"
+#include "server/formats/onnx_tensor_data.h"
 
-namespace bonsai::formats::channels {
+namespace bonsai::surgery {
 namespace {
 
 // Initializers at most this large keep their values in the copy: enough for
@@ -40,7 +41,7 @@ absl::StatusOr<ShapeMap> InferShapesWithoutWeights(const onnx::ModelProto& model
   *graph.mutable_value_info() = source.value_info();
   for (const onnx::TensorProto& tensor : source.initializer()) {
     onnx::TensorProto* stub = graph.add_initializer();
-    if (ElementCount(tensor) <= kKeptValues) {
+    if (formats::OnnxElementCount(tensor) <= kKeptValues) {
       *stub = tensor;
       continue;
     }
@@ -61,7 +62,7 @@ absl::StatusOr<ShapeMap> InferShapesWithoutWeights(const onnx::ModelProto& model
   return shapes;
 }
 
-MacCount CountMacs(const GraphIndex& index, const ShapeMap& shapes) {
+MacCount CountMacs(const formats::OnnxGraphIndex& index, const ShapeMap& shapes) {
   MacCount count;
   for (const onnx::NodeProto& node : index.graph().node()) {
     const std::string& op = node.op_type();
@@ -71,7 +72,7 @@ MacCount CountMacs(const GraphIndex& index, const ShapeMap& shapes) {
     }
     const onnx::TensorProto* weight = index.Constant(node.input(1));
     if (weight == nullptr) continue;
-    const uint64_t weight_macs = ElementCount(*weight);
+    const uint64_t weight_macs = formats::OnnxElementCount(*weight);
     if (op != "Conv") {
       if (weight->dims_size() == 2) count.macs += weight_macs;
       continue;
@@ -95,4 +96,4 @@ MacCount CountMacs(const GraphIndex& index, const ShapeMap& shapes) {
   return count;
 }
 
-}  // namespace bonsai::formats::channels
+}  // namespace bonsai::surgery

@@ -8,11 +8,12 @@
 // Channels that meet at a residual Add (or any elementwise op with two
 // non-constant inputs) must keep the same indices on both sides, so their
 // producers form one group and share one choice, scored by the sum of the
-// producers' per-channel norms. A group whose channels reach something this
-// pass does not follow channel by channel (Concat, Reshape, a graph output,
-// a grouped but not depthwise convolution, an unknown op), or that would cut
-// a non-FLOAT, external or shared tensor, is left whole with a note that
-// says why: the graph is never broken to reach a target.
+// producers' per-channel norms (methods::ChannelNorms). A group whose
+// channels reach something this pass does not follow channel by channel
+// (Concat, Reshape, a graph output, a grouped but not depthwise convolution,
+// an unknown op), or that would cut a non-FLOAT, external or shared tensor,
+// is left whole with a note that says why: the graph is never broken to
+// reach a target.
 //
 // What the result computes: exactly the original model with the removed
 // channels' input weights zeroed in every consumer (the cuts marked
@@ -21,8 +22,8 @@
 // mode) is not the same model when a removed channel still emits a constant
 // (a bias, BatchNormalization's shift, Sigmoid(0) = 0.5) that the consumers
 // would have seen.
-#ifndef BONSAI_SERVER_FORMATS_ONNX_CHANNEL_PRUNING_H_
-#define BONSAI_SERVER_FORMATS_ONNX_CHANNEL_PRUNING_H_
+#ifndef BONSAI_SERVER_SURGERY_CHANNEL_PRUNING_H_
+#define BONSAI_SERVER_SURGERY_CHANNEL_PRUNING_H_
 
 #include <cstdint>
 #include <functional>
@@ -31,17 +32,17 @@
 
 #include "absl/status/statusor.h"
 #include "onnx/onnx_pb.h"
+#include "server/methods/method_config.h"
 
-namespace bonsai::formats {
-
-// Formats do not depend on methods, so the norm has its own enum here.
-enum class ChannelNorm { kL1, kL2 };
+namespace bonsai::surgery {
 
 struct ChannelPruningOptions {
   // Share of each group's channels to remove: exactly round(fraction * C)
   // (half to even, as tensor::PruneCount), but one channel is always kept.
   double fraction = 0.0;
-  ChannelNorm norm = ChannelNorm::kL2;
+  // Channels are scored by methods/structured.h's norms, the ones mask mode
+  // ranks by, so both modes remove the same channels of a lone layer.
+  methods::NormKind norm = methods::NormKind::kL2;
   // Producer weights (Conv W, Gemm B, MatMul B) that may be pruned; a group
   // is pruned only when all its producers are selected. Empty: all.
   std::function<bool(const std::string& weight_name)> selected;
@@ -97,6 +98,6 @@ struct ChannelPruningResult {
 absl::StatusOr<ChannelPruningResult> PruneChannelsPhysically(
     onnx::ModelProto& model, const ChannelPruningOptions& options);
 
-}  // namespace bonsai::formats
+}  // namespace bonsai::surgery
 
-#endif  // BONSAI_SERVER_FORMATS_ONNX_CHANNEL_PRUNING_H_
+#endif  // BONSAI_SERVER_SURGERY_CHANNEL_PRUNING_H_

@@ -1,7 +1,8 @@
-#include "server/formats/onnx_channel_pruning.h"
+#include "server/surgery/channel_pruning.h"
 
 #include <cmath>
 #include <exception>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -9,11 +10,14 @@
 #include "gtest/gtest.h"
 #include "onnx/checker.h"
 #include "onnx/shape_inference/implementation.h"
-#include "server/formats/onnx_channel_graph.h"
-#include "server/formats/onnx_channel_groups.h"
+#include "server/formats/onnx_attributes.h"
+#include "server/formats/onnx_graph_index.h"
+#include "server/formats/onnx_output_heads.h"
+#include "server/methods/structured.h"
+#include "server/surgery/cuttable_tensor.h"
 #include "tests/unit/onnx_tiny_interpreter.h"
 
-namespace bonsai::formats {
+namespace bonsai::surgery {
 namespace {
 
 using ::testing::ElementsAre;
@@ -23,6 +27,7 @@ using ::testing::UnorderedElementsAre;
 using testing::Dense;
 using testing::DenseMap;
 using testing::RunTiny;
+using methods::NormKind;
 
 // Builds small graphs through the ModelProto API, as an exporter would.
 class GraphBuilder {
@@ -66,7 +71,7 @@ class GraphBuilder {
     Weight(name, dims, seed);
     onnx::TensorProto* t = model_.mutable_graph()->mutable_initializer(
         model_.graph().initializer_size() - 1);
-    std::vector<float> values = *channels::ReadFloats(*t);
+    std::vector<float> values = *ReadFloats(*t);
     for (float& v : values) v = std::abs(v) + 0.5f;
     t->set_raw_data(values.data(), values.size() * sizeof(float));
     return *this;
@@ -178,7 +183,7 @@ onnx::ModelProto ZeroCuts(const onnx::ModelProto& original, const ChannelPruning
     if (what == Zero::kProducerRows && pruned.role.find("producer") == std::string::npos) continue;
     for (onnx::TensorProto& t : *masked.mutable_graph()->mutable_initializer()) {
       if (t.name() != pruned.name) continue;
-      std::vector<float> values = *channels::ReadFloats(t);
+      std::vector<float> values = *ReadFloats(t);
       for (const ChannelCut& cut : pruned.cuts) {
         if (cut.input_channels != input_channels) continue;
         int64_t inner = 1;
@@ -214,7 +219,7 @@ double MaxDifference(const DenseMap& a, const DenseMap& b) {
   return worst;
 }
 
-ChannelPruningOptions Half(ChannelNorm norm = ChannelNorm::kL2) {
+ChannelPruningOptions Half(NormKind norm = NormKind::kL2) {
   ChannelPruningOptions options;
   options.fraction = 0.5;
   options.norm = norm;
@@ -257,7 +262,7 @@ TEST(OnnxChannelPruning, GemmReluGemmLosesLowestNormNeurons) {
 TEST(OnnxChannelPruning, GemmMlpEqualsOriginalWithConsumerInputsZeroed) {
   GraphBuilder b = Mlp({});
   const onnx::ModelProto original = b.model();
-  auto result = PruneChannelsPhysically(b.model(), Half(ChannelNorm::kL1));
+  auto result = PruneChannelsPhysically(b.model(), Half(NormKind::kL1));
   ASSERT_TRUE(result.ok()) << result.status();
   const DenseMap inputs = {{"x", Input({2, 8}, 1)}};
   EXPECT_LT(MaxDifference(RunTiny(b.model(), inputs),
@@ -276,7 +281,7 @@ TEST(OnnxChannelPruning, EqualNormsRemoveLowerIndicesFirst) {
   b.Weight("w2", {6, 2}, 2);
   b.Node("MatMul", {"x", "w1"}, {"h"});
   b.Node("MatMul", {"h", "w2"}, {"y"});
-  auto result = PruneChannelsPhysically(b.model(), Half(ChannelNorm::kL1));
+  auto result = PruneChannelsPhysically(b.model(), Half(NormKind::kL1));
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_EQ(result->groups.size(), 1u);
   EXPECT_THAT(result->groups[0].removed, ElementsAre(0, 1, 2));
@@ -456,7 +461,7 @@ TEST(OnnxChannelPruning, DepthwiseConvPassesChannelsThroughAndShrinksItsGroup) {
   EXPECT_THAT(Dims(b.model(), "dw.w"), ElementsAre(4, 1, 3, 3));
   EXPECT_THAT(Dims(b.model(), "dw.b"), ElementsAre(4));
   EXPECT_THAT(Dims(b.model(), "head.w"), ElementsAre(4, 4, 1, 1));
-  EXPECT_EQ(channels::IntAttribute(b.model().graph().node(1), "group", 0), 4);
+  EXPECT_EQ(formats::OnnxIntAttribute(b.model().graph().node(1), "group", 0), 4);
   EXPECT_EQ(result->macs_after, (4u * 3 + 4 * 9 + 4 * 4) * 36);
   ExpectValidOnnx(b.model());
   const DenseMap inputs = {{"x", Input({1, 3, 6, 6}, 7)}};
@@ -675,10 +680,70 @@ TEST(OnnxChannelPruning, SerializedModelShrinksWithItsParameters) {
   EXPECT_NEAR(double(after) / before, expected, 0.01);
 }
 
-}  // namespace
-}  // namespace bonsai::formats
 
-namespace bonsai::formats {
+// A MatMul weight [in, out] whose output channel c has base[c] in row 0,
+// tiny[c] in row 1 and zeros elsewhere: L2 norm sqrt(base^2 + tiny^2).
+void AddColumnWeight(GraphBuilder& g, const std::string& name, int64_t in,
+                     const std::vector<float>& base, const std::vector<float>& tiny) {
+  const int64_t out = static_cast<int64_t>(base.size());
+  std::vector<float> values(in * out, 0.0f);
+  for (int64_t c = 0; c < out; ++c) {
+    values[c] = base[c];
+    values[out + c] = tiny[c];
+  }
+  onnx::TensorProto* t = g.model().mutable_graph()->add_initializer();
+  t->set_name(name);
+  t->set_data_type(onnx::TensorProto::FLOAT);
+  t->add_dims(in);
+  t->add_dims(out);
+  t->set_raw_data(values.data(), values.size() * sizeof(float));
+}
+
+// Mask mode (methods::ChannelsToRemove, per weight) and physical mode (per
+// group) must remove the same channels of every lone layer, also where the
+// norms differ by less than a float can tell: 1 + 1e-4 squared under a
+// square root is 1.000000005, which rounds to 1.0f. Ranked in float, mask
+// mode used to remove channels 0, 1, 2 of w1 where physical mode removed
+// 0, 1, 3.
+TEST(ChannelPruning, MaskAndPhysicalModeRemoveTheSameChannelsOfEveryLayer) {
+  GraphBuilder g;
+  g.Input("x", {1, 8}).Output("y", {1, 4});
+  AddColumnWeight(g, "w1", 8, {1, 1, 1, 1, 5, 5}, {1e-4f, 0, 1e-4f, 0, 0, 0});
+  AddColumnWeight(g, "w2", 6, {5, 5, 1, 1, 1, 1}, {0, 0, 1e-4f, 0, 1e-4f, 0});
+  g.Weight("w3", {6, 4}, 3);
+  g.Node("MatMul", {"x", "w1"}, {"h1"});
+  g.Node("Relu", {"h1"}, {"a1"});
+  g.Node("MatMul", {"a1", "w2"}, {"h2"});
+  g.Node("Relu", {"h2"}, {"a2"});
+  g.Node("MatMul", {"a2", "w3"}, {"y"});
+
+  // Mask mode's choice, from the weights as uploaded (ONNX MatMul B layout).
+  std::map<std::string, std::vector<int64_t>> mask;
+  for (const onnx::TensorProto& t : g.model().graph().initializer()) {
+    formats::TensorInfo info;
+    info.name = t.name();
+    info.shape.assign(t.dims().begin(), t.dims().end());
+    info.layout = formats::WeightLayout{1, 0};
+    tensor::FloatTensor values;
+    values.shape = info.shape;
+    values.values = *ReadFloats(t);
+    mask[t.name()] = methods::ChannelsToRemove({&info, &values}, NormKind::kL2, 0.5);
+  }
+  ASSERT_THAT(mask["w1"], ElementsAre(0, 1, 3));
+  ASSERT_THAT(mask["w2"], ElementsAre(2, 3, 5));
+
+  auto result = PruneChannelsPhysically(g.model(), Half());
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->groups.size(), 2u);  // w3 makes the output: left whole
+  for (const PrunedGroup& group : result->groups) {
+    ASSERT_EQ(group.producer_weights.size(), 1u);
+    EXPECT_EQ(group.removed, mask[group.producer_weights[0]]) << group.producer_weights[0];
+  }
+}
+}  // namespace
+}  // namespace bonsai::surgery
+
+namespace bonsai::surgery {
 namespace {
 
 // Mask mode asks the same question: whose output channels are the outputs.
@@ -690,8 +755,8 @@ TEST(OnnxOutputHeads, WeightsReachingAnOutputThroughAnyOpButAnotherLayerAreHeads
   g.Node("Relu", {"h"}, {"a"});
   g.Node("MatMul", {"a", "w2"}, {"logits"});
   g.Node("Softmax", {"logits"}, {"probs"});
-  channels::GraphIndex index(*g.model().mutable_graph());
-  const auto heads = channels::WeightsReachingGraphOutputs(index);
+  formats::OnnxGraphIndex index(*g.model().mutable_graph());
+  const auto heads = formats::WeightsReachingGraphOutputs(index);
   ASSERT_EQ(heads.size(), 1u);
   EXPECT_EQ(heads.at("w2"), "probs");
 
@@ -711,8 +776,8 @@ TEST(OnnxOutputHeads, AHiddenLayerThatIsAlsoAnOutputIsAHead) {
   g.Weight("w1", {8, 6}, 1).Weight("w2", {6, 4}, 2);
   g.Node("MatMul", {"x", "w1"}, {"h"});
   g.Node("MatMul", {"h", "w2"}, {"y"});
-  channels::GraphIndex index(*g.model().mutable_graph());
-  const auto heads = channels::WeightsReachingGraphOutputs(index);
+  formats::OnnxGraphIndex index(*g.model().mutable_graph());
+  const auto heads = formats::WeightsReachingGraphOutputs(index);
   EXPECT_EQ(heads.size(), 2u);
   EXPECT_TRUE(heads.contains("w1") && heads.contains("w2"));
 }
@@ -731,12 +796,12 @@ TEST(OnnxOutputHeads, InADeepStackOnlyTheLastLayerAndWhatBypassesTheRestAreHeads
   }
   // A skip connection from the first layer to the output, past all others.
   g.Node("Add", {x, "h0"}, {"y"});
-  channels::GraphIndex index(*g.model().mutable_graph());
-  const auto heads = channels::WeightsReachingGraphOutputs(index);
+  formats::OnnxGraphIndex index(*g.model().mutable_graph());
+  const auto heads = formats::WeightsReachingGraphOutputs(index);
   EXPECT_EQ(heads.size(), 2u);
   EXPECT_TRUE(heads.contains("w0"));
   EXPECT_TRUE(heads.contains("w" + std::to_string(kLayers - 1)));
 }
 
 }  // namespace
-}  // namespace bonsai::formats
+}  // namespace bonsai::surgery

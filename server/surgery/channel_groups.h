@@ -5,17 +5,17 @@
 // whose channels are followed forward through ops that treat channels one by
 // one. An elementwise op whose inputs come from several groups joins them; a
 // group whose channels reach anything else is left alone with the reason.
-#ifndef BONSAI_SERVER_FORMATS_ONNX_CHANNEL_GROUPS_H_
-#define BONSAI_SERVER_FORMATS_ONNX_CHANNEL_GROUPS_H_
+#ifndef BONSAI_SERVER_SURGERY_CHANNEL_GROUPS_H_
+#define BONSAI_SERVER_SURGERY_CHANNEL_GROUPS_H_
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "server/formats/onnx_channel_graph.h"
+#include "server/formats/onnx_graph_index.h"
 
-namespace bonsai::formats::channels {
+namespace bonsai::surgery {
 
 // Inferred dims per tensor name; -1 where a dim is unknown.
 using ShapeMap = absl::flat_hash_map<std::string, std::vector<int64_t>>;
@@ -47,19 +47,11 @@ struct ChannelAnalysis {
   std::vector<std::string> notes;
 };
 
-// Weights of Conv, ConvTranspose, Gemm and MatMul whose output channels
-// reach a graph output with no other such weight layer on the way (any other
-// op may lie between: Softmax, Reshape, Add, ...), each with the output it
-// reaches. Removing one of their channels removes an output, e.g. a class.
-// Both structured modes leave them whole by default.
-absl::flat_hash_map<std::string, std::string> WeightsReachingGraphOutputs(
-    const GraphIndex& index);
-
 // Reads the graph, never changes it. `shapes` may be empty; ranks and sizes
 // it knows let more ops be followed (Flatten after a global pool, a MatMul
 // feeding a Conv).
-ChannelAnalysis AnalyzeChannels(const GraphIndex& index, const ShapeMap& shapes);
+ChannelAnalysis AnalyzeChannels(const formats::OnnxGraphIndex& index, const ShapeMap& shapes);
 
-}  // namespace bonsai::formats::channels
+}  // namespace bonsai::surgery
 
-#endif  // BONSAI_SERVER_FORMATS_ONNX_CHANNEL_GROUPS_H_
+#endif  // BONSAI_SERVER_SURGERY_CHANNEL_GROUPS_H_

@@ -1,4 +1,4 @@
-#include "server/formats/onnx_channel_groups.h"
+#include "server/surgery/channel_groups.h"
 
 #include <algorithm>
 #include <deque>
@@ -7,9 +7,17 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/formats/onnx_attributes.h"
+#include "server/formats/onnx_output_heads.h"
+#include "server/surgery/cuttable_tensor.h"
 
-namespace bonsai::formats::channels {
+namespace bonsai::surgery {
 namespace {
+
+using formats::IsDefaultOnnxDomain;
+using formats::OnnxGraphIndex;
+using formats::OnnxIntAttribute;
+using formats::OnnxUse;
 
 // Ops whose output channel c depends only on input channel c, elementwise.
 const absl::flat_hash_set<std::string>& UnaryOps() {
@@ -36,22 +44,9 @@ const absl::flat_hash_set<std::string>& PoolOps() {
   return *ops;
 }
 
-bool IsOnnxDomain(const onnx::NodeProto& node) {
-  return node.domain().empty() || node.domain() == "ai.onnx";
-}
-
 std::string Describe(const onnx::NodeProto& node) {
   return node.name().empty() ? absl::StrCat(node.op_type(), " producing '", node.output(0), "'")
                              : absl::StrCat(node.op_type(), " '", node.name(), "'");
-}
-
-// The constant weight of a layer that makes new channels from its input's
-// (Conv, ConvTranspose, Gemm, MatMul with a constant B), or null.
-const onnx::TensorProto* LayerWeight(const GraphIndex& index, const onnx::NodeProto& node) {
-  if (!IsOnnxDomain(node) || node.input_size() < 2 || node.output_size() < 1) return nullptr;
-  const std::string& op = node.op_type();
-  if (op != "Conv" && op != "ConvTranspose" && op != "Gemm" && op != "MatMul") return nullptr;
-  return index.Constant(node.input(1));
 }
 
 // An activation that carries a group's channels. The channel axis is counted
@@ -76,7 +71,7 @@ struct WorkingGroup {
 
 class Analyzer {
  public:
-  Analyzer(const GraphIndex& index, const ShapeMap& shapes) : index_(index), shapes_(shapes) {}
+  Analyzer(const OnnxGraphIndex& index, const ShapeMap& shapes) : index_(index), shapes_(shapes) {}
 
   ChannelAnalysis Run() {
     int order = 0;
@@ -87,7 +82,7 @@ class Analyzer {
       Propagate(name);
     }
     CheckMerges();
-    heads_ = WeightsReachingGraphOutputs(index_);
+    heads_ = formats::WeightsReachingGraphOutputs(index_);
     return Collect();
   }
 
@@ -158,7 +153,7 @@ class Analyzer {
 
   // Conv (group 1), Gemm and MatMul with a constant weight start a group.
   void StartGroup(const onnx::NodeProto& node, int order) {
-    if (!IsOnnxDomain(node) || node.input_size() < 2 || node.output_size() < 1) return;
+    if (!IsDefaultOnnxDomain(node) || node.input_size() < 2 || node.output_size() < 1) return;
     const std::string& op = node.op_type();
     if (op != "Conv" && op != "Gemm" && op != "MatMul") return;
     const onnx::TensorProto* weight = index_.Constant(node.input(1));
@@ -166,7 +161,7 @@ class Analyzer {
     Carrier carrier;
     int out_axis = 0;
     if (op == "Conv") {
-      if (int64_t g = IntAttribute(node, "group", 1); g != 1) {
+      if (int64_t g = OnnxIntAttribute(node, "group", 1); g != 1) {
         // A depthwise Conv passes its input's channels through (Follow);
         // other grouped ones are left alone.
         if (!IsDepthwise(node, *weight)) {
@@ -180,11 +175,11 @@ class Analyzer {
       carrier.from_end = carrier.rank - 1;
     } else {
       if (weight->dims_size() != 2) return;
-      out_axis = (op == "Gemm" && IntAttribute(node, "transB", 0) != 0) ? 0 : 1;
+      out_axis = (op == "Gemm" && OnnxIntAttribute(node, "transB", 0) != 0) ? 0 : 1;
       carrier.rank = op == "Gemm" ? 2 : -1;
       carrier.from_end = 1;
     }
-    if (absl::Status readable = CheckFloatReadable(*weight); !readable.ok()) {
+    if (absl::Status readable = CheckCuttable(*weight); !readable.ok()) {
       notes_.push_back(absl::StrCat(Describe(node), ": left alone: ", readable.message()));
       return;
     }
@@ -239,7 +234,7 @@ class Analyzer {
     if (index_.UsedInSubgraph(name)) {
       Fail(carrier.group, absl::StrCat("'", name, "' is read inside a subgraph"));
     }
-    for (const Use& use : index_.Consumers(name)) Follow(*use.node, use.input, carrier);
+    for (const OnnxUse& use : index_.Consumers(name)) Follow(*use.node, use.input, carrier);
   }
 
   // Fails unless only output 0 of `node` is used (Dropout's mask, MaxPool's
@@ -265,7 +260,7 @@ class Analyzer {
   void Follow(const onnx::NodeProto& node, int input, Carrier carrier) {
     const std::string& op = node.op_type();
     const int group = carrier.group;
-    if (!IsOnnxDomain(node)) {
+    if (!IsDefaultOnnxDomain(node)) {
       Fail(group, absl::StrCat("channels reach ", Describe(node), " of domain '", node.domain(), "'"));
     } else if (UnaryOps().contains(op)) {
       if (input != 0) {
@@ -283,7 +278,8 @@ class Analyzer {
     } else if (BroadcastOps().contains(op)) {
       FollowBroadcast(node, input, carrier);
     } else if (op == "Flatten") {
-      if (IntAttribute(node, "axis", 1) == 1 && carrier.ChannelAxisIsOne() && carrier.spatial_one) {
+      if (OnnxIntAttribute(node, "axis", 1) == 1 && carrier.ChannelAxisIsOne() &&
+          carrier.spatial_one) {
         // [N, C, 1, 1] -> [N, C]: channel c stays feature c.
         Assign(node.output(0), Carrier{group, 2, 1, true});
       } else {
@@ -343,7 +339,7 @@ class Analyzer {
     if (op == "Conv") {
       if (IsDepthwise(node, *weight)) {
         FollowDepthwise(node, carrier);
-      } else if (int64_t g = IntAttribute(node, "group", 1); g != 1) {
+      } else if (int64_t g = OnnxIntAttribute(node, "group", 1); g != 1) {
         Fail(carrier.group, absl::StrCat("channels feed ", Describe(node),
                                          ", a grouped convolution (group ", g, ")"));
       } else if (RequireAxisOne(node, carrier)) {
@@ -352,11 +348,11 @@ class Analyzer {
       return;
     }
     if (carrier.from_end != 1 || weight->dims_size() != 2 ||
-        (op == "Gemm" && IntAttribute(node, "transA", 0) != 0)) {
+        (op == "Gemm" && OnnxIntAttribute(node, "transA", 0) != 0)) {
       Fail(carrier.group, absl::StrCat(Describe(node), " does not reduce over the channel axis"));
       return;
     }
-    const int axis = (op == "Gemm" && IntAttribute(node, "transB", 0) != 0) ? 1 : 0;
+    const int axis = (op == "Gemm" && OnnxIntAttribute(node, "transB", 0) != 0) ? 1 : 0;
     AddSite(carrier.group, node.input(1), axis, SiteRole::kConsumer);
   }
 
@@ -364,7 +360,7 @@ class Analyzer {
   // channel c is input channel c filtered, so the channels pass through; the
   // filters, the bias and the group attribute shrink with them.
   static bool IsDepthwise(const onnx::NodeProto& node, const onnx::TensorProto& weight) {
-    const int64_t group = IntAttribute(node, "group", 1);
+    const int64_t group = OnnxIntAttribute(node, "group", 1);
     return group > 1 && weight.dims_size() >= 3 && weight.dims(0) == group && weight.dims(1) == 1;
   }
 
@@ -434,7 +430,7 @@ class Analyzer {
     return analysis;
   }
 
-  const GraphIndex& index_;
+  const OnnxGraphIndex& index_;
   const ShapeMap& shapes_;
   std::vector<WorkingGroup> groups_;
   std::vector<int> parent_;
@@ -447,49 +443,8 @@ class Analyzer {
 
 }  // namespace
 
-absl::flat_hash_map<std::string, std::string> WeightsReachingGraphOutputs(
-    const GraphIndex& index) {
-  // One pass from the last node to the first (ONNX keeps nodes in
-  // topological order): a value reaches the output it is, or one that a
-  // consumer's output reaches, unless that consumer is a weight layer reading
-  // it as data, which mixes the channels into new ones. Linear in the graph,
-  // whatever its shape. A graph out of order only finds fewer heads.
-  absl::flat_hash_map<std::string, std::string> reaches;
-  const auto& nodes = index.graph().node();
-  for (int n = nodes.size() - 1; n >= 0; --n) {
-    for (const std::string& name : nodes[n].output()) {
-      if (name.empty() || reaches.contains(name)) continue;
-      std::string reached = index.IsGraphOutput(name) ? name : "";
-      for (const Use& use : index.Consumers(name)) {
-        if (!reached.empty()) break;
-        if (use.input == 0 && LayerWeight(index, *use.node) != nullptr) continue;
-        for (const std::string& out : use.node->output()) {
-          auto it = reaches.find(out);
-          if (it != reaches.end() && !it->second.empty()) {
-            reached = it->second;
-            break;
-          }
-        }
-      }
-      reaches.emplace(name, std::move(reached));
-    }
-  }
-  absl::flat_hash_map<std::string, std::string> heads;
-  for (const onnx::NodeProto& node : nodes) {
-    const onnx::TensorProto* weight = LayerWeight(index, node);
-    if (weight == nullptr) continue;
-    for (const std::string& name : node.output()) {
-      auto it = reaches.find(name);
-      if (it == reaches.end() || it->second.empty()) continue;
-      heads.try_emplace(weight->name().empty() ? node.input(1) : weight->name(), it->second);
-      break;
-    }
-  }
-  return heads;
-}
-
-ChannelAnalysis AnalyzeChannels(const GraphIndex& index, const ShapeMap& shapes) {
+ChannelAnalysis AnalyzeChannels(const OnnxGraphIndex& index, const ShapeMap& shapes) {
   return Analyzer(index, shapes).Run();
 }
 
-}  // namespace bonsai::formats::channels
+}  // namespace bonsai::surgery
