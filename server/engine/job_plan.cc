@@ -233,7 +233,7 @@ absl::StatusOr<CompressionPlan> PlanCompression(
       continue;
     }
 
-    if (rule->config.method == "structured" && info.output_head && !overridden &&
+    if (methods::PrunesWholeChannels(rule->config) && info.output_head && !overridden &&
         !NamedByInclude(info, spec.include)) {
       heads_left.push_back(info.name);
       continue;

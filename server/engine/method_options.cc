@@ -140,11 +140,7 @@ methods::MethodConfig ToMethodConfig(const std::string& method, double sparsity,
 }
 
 absl::Status CheckRuleHasSparsity(const methods::MethodConfig& config, absl::string_view where) {
-  const bool nm = config.n != 0 || config.m != 0;
-  bool needs = config.method == "magnitude" || config.method == "structured";
-  if (config.method == "wanda") needs = !nm;
-  if (config.method == "sparsegpt") needs = !nm && config.bits == 0;
-  if (!needs || config.sparsity > 0.0) return absl::OkStatus();
+  if (!methods::NeedsSparsity(config) || config.sparsity > 0.0) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       where, "method '", config.method,
       "' needs a sparsity in (0, 1) and the rule gives none, so it would change nothing; "

@@ -5,12 +5,6 @@
 
 namespace bonsai::engine {
 
-int QuantizedBits(const methods::MethodConfig& config) {
-  if (config.method == "rtn" || config.method == "gptq") return config.bits > 0 ? config.bits : 4;
-  if (config.method == "sparsegpt") return config.bits;
-  return 0;
-}
-
 formats::QuantLayout QuantLayoutOf(const v1::CompressionSpec& spec) {
   return spec.quantized_layout() == v1::QUANTIZED_LAYOUT_GPTQ ? formats::QuantLayout::kGptq
                                                               : formats::QuantLayout::kCompressedTensors;
@@ -21,11 +15,11 @@ absl::Status CheckPackedQuantization(const ValidatedSpec& spec, const Compressio
   if (spec.proto.output() != v1::OUTPUT_MODE_PACKED) return absl::OkStatus();
   const MethodGroup* first = nullptr;  // the first quantizing group with a tensor
   for (const MethodGroup& group : plan.groups) {
-    const int bits = QuantizedBits(group.config);
+    const int bits = methods::QuantizedBits(group.config);
     if (bits == 0 || group.tensors.empty()) continue;
     if (model.format() == formats::Format::kSafetensors &&
         QuantLayoutOf(spec.proto) == formats::QuantLayout::kGptq && first != nullptr &&
-        (bits != QuantizedBits(first->config) || group.config.group_size != first->config.group_size ||
+        (bits != methods::QuantizedBits(first->config) || group.config.group_size != first->config.group_size ||
          group.config.symmetric != first->config.symmetric)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "the gptq packed layout has one quantization setting per model, but rule \"",

@@ -12,9 +12,6 @@
 
 namespace bonsai::engine {
 
-// The bits a method config quantizes to, or 0 when it does not quantize.
-int QuantizedBits(const methods::MethodConfig& config);
-
 absl::Status CheckPackedQuantization(const ValidatedSpec& spec, const CompressionPlan& plan,
                                      const formats::Model& model);
 

@@ -45,6 +45,18 @@ struct MethodDescription {
 // Every method this build offers, in a stable order.
 const std::vector<MethodDescription>& DescribeMethods();
 
+// What the engine asks of a method's kind before it builds one, answered by
+// the method's own entry in the registry (false / 0 for an unknown method),
+// so that adding a method means one entry there and no name compared
+// anywhere else.
+// Prunes whole output channels: the model's output heads are left whole
+// unless named (safe defaults).
+bool PrunesWholeChannels(const MethodConfig& config);
+// Needs a sparsity target to change anything (a rule without one would not).
+bool NeedsSparsity(const MethodConfig& config);
+// Bits per weight of its quantized grid; 0 when it does not quantize.
+int QuantizedBits(const MethodConfig& config);
+
 }  // namespace bonsai::methods
 
 #endif  // BONSAI_SERVER_METHODS_METHOD_CONFIG_H_

@@ -22,10 +22,23 @@ namespace {
 
 using Factory = std::function<absl::StatusOr<std::unique_ptr<Method>>(const MethodConfig&)>;
 
+// The kind facts of method_config.h; each entry states its own.
+struct Traits {
+  bool prunes_whole_channels = false;
+  bool (*needs_sparsity)(const MethodConfig&) = [](const MethodConfig&) { return false; };
+  int (*quantized_bits)(const MethodConfig&) = [](const MethodConfig&) { return 0; };
+};
+
 struct Entry {
   MethodDescription description;
   Factory factory;
+  Traits traits = {};
 };
+
+bool Always(const MethodConfig&) { return true; }
+// Wanda and SparseGPT take an n:m pattern instead of a sparsity.
+bool UnlessNM(const MethodConfig& config) { return config.n == 0 && config.m == 0; }
+int BitsOrFour(const MethodConfig& config) { return config.bits > 0 ? config.bits : 4; }
 
 // N:M groups are at most 32 wide: hardware patterns are 2:4 and 4:8, and
 // the group selection is quadratic in m.
@@ -170,7 +183,8 @@ const std::vector<Entry>& Entries() {
          {"scope", "Scope", "SCOPE_LAYER", "layer: each tensor to the target; global: one threshold"}},
         false,
         AllFormats()},
-       Build<MagnitudeMethod>(CheckSparsity)},
+       Build<MagnitudeMethod>(CheckSparsity),
+       {.needs_sparsity = Always}},
       {{"nm",
         "N:M semi-structured sparsity: in every group of m consecutive weights along the "
         "reduction axis keep the n largest |w| (ties: lower index). Conv groups are input "
@@ -190,7 +204,8 @@ const std::vector<Entry>& Entries() {
           "mask: zero in place; physical: delete from the ONNX graph"}},
         false,
         AllFormats()},
-       Build<StructuredMethod>(CheckSparsity)},
+       Build<StructuredMethod>(CheckSparsity),
+       {.prunes_whole_channels = true, .needs_sparsity = Always}},
       {{"wanda",
         "Wanda (Sun et al. 2023): score |W_ij| * ||X_j||_2 from calibration inputs, prune "
         "the lowest scores of each output row (or keep n of m with options.wanda.nm). Needs "
@@ -199,7 +214,8 @@ const std::vector<Entry>& Entries() {
              NmParameters("options.wanda.nm", " (optional; instead of sparsity)")),
         true,
         AllFormats()},
-       Build<WandaMethod>(CheckSparsityOrNM)},
+       Build<WandaMethod>(CheckSparsityOrNM),
+       {.needs_sparsity = UnlessNM}},
       {{"sparsegpt",
         "SparseGPT (Frantar & Alistarh 2023): one-shot pruning with optimal brain surgeon "
         "updates of the remaining weights from the calibration Hessian, in column blocks. "
@@ -212,7 +228,10 @@ const std::vector<Entry>& Entries() {
                              "pass")),
         true,
         AllFormats()},
-       Build<SparseGptMethod>(CheckSparseGpt)},
+       Build<SparseGptMethod>(CheckSparseGpt),
+       // Quantizing alone (bits set, no sparsity) is a use of its own.
+       {.needs_sparsity = [](const MethodConfig& c) { return UnlessNM(c) && c.bits == 0; },
+        .quantized_bits = [](const MethodConfig& c) { return c.bits; }}},
       {{"binarize",
         "Binarization (BinaryConnect / XNOR-Net): W' = alpha * sign(W), alpha = mean|W| "
         "of each output channel, sign(0) = +1. Packs into one bit per weight.",
@@ -235,7 +254,8 @@ const std::vector<Entry>& Entries() {
         QuantParameters("options.rtn", "4", ""),
         false,
         AllFormats()},
-       Build<RtnMethod>(CheckQuantOptions)},
+       Build<RtnMethod>(CheckQuantOptions),
+       {.quantized_bits = BitsOrFour}},
       {{"gptq",
         "GPTQ (Frantar et al. 2022): quantizes one column at a time onto rtn's grids and "
         "spreads each rounding error over the weights not yet quantized with optimal brain "
@@ -248,7 +268,8 @@ const std::vector<Entry>& Entries() {
                   "those of the natural column order"}}),
         true,
         AllFormats()},
-       Build<GptqMethod>(CheckGptq)},
+       Build<GptqMethod>(CheckGptq),
+       {.quantized_bits = BitsOrFour}},
   };
   return *entries;
 }
@@ -263,6 +284,24 @@ const std::vector<MethodDescription>& DescribeMethods() {
   }();
   return *descriptions;
 }
+
+namespace {
+
+const Traits& TraitsOf(const MethodConfig& config) {
+  static const Traits none;
+  for (const Entry& entry : Entries()) {
+    if (entry.description.name == config.method) return entry.traits;
+  }
+  return none;
+}
+
+}  // namespace
+
+bool PrunesWholeChannels(const MethodConfig& config) {
+  return TraitsOf(config).prunes_whole_channels;
+}
+bool NeedsSparsity(const MethodConfig& config) { return TraitsOf(config).needs_sparsity(config); }
+int QuantizedBits(const MethodConfig& config) { return TraitsOf(config).quantized_bits(config); }
 
 absl::StatusOr<std::unique_ptr<Method>> CreateMethod(const MethodConfig& config) {
   std::vector<std::string> known;
