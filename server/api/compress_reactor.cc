@@ -198,6 +198,11 @@ void CompressReactor::EndUpload() {
     return;
   }
   stage_.UploadComplete();
+  {
+    absl::MutexLock lock(&mu_);
+    upload_verified_ = true;
+  }
+  Pump();  // the report may have been waiting for this
 }
 
 void CompressReactor::RunJob() {
@@ -267,7 +272,6 @@ void CompressReactor::CompleteJob(absl::StatusOr<v1::CompressionReport> result) 
         observability::RecordCompressionRatio(result->totals().model_bytes_in() / zstd);
       }
       format_label_ = result->format();
-      result->mutable_timings()->set_receive_seconds(receive_seconds_);
       pending_report_ = *std::move(result);
       job_succeeded_ = true;
     } else {
@@ -344,11 +348,12 @@ void CompressReactor::Pump() {
     } else if (final_status_) {  // reading the spool failed
       outcome = *final_status_;
       action = Action::kFinish;
-    } else if (pending_report_) {
+    } else if (pending_report_ && upload_verified_) {
       // Every file is sent once the job has returned: it ends the last one
       // before it returns, and NextOutputChunk found nothing left.
       const double send_seconds = first_chunk_sent_ ? Seconds(Clock::now() - send_start_) : 0.0;
       observability::RecordStageSeconds(observability::JobStage::kSend, send_seconds);
+      pending_report_->mutable_timings()->set_receive_seconds(receive_seconds_);  // EndUpload set it
       pending_report_->mutable_timings()->set_send_seconds(send_seconds);
       pending_report_->mutable_timings()->set_total_seconds(
           Seconds(Clock::now() - receive_start_));
@@ -356,7 +361,7 @@ void CompressReactor::Pump() {
       *response_.mutable_report() = std::move(*pending_report_);
       pending_report_.reset();
       action = Action::kWrite;
-    } else if (job_succeeded_) {
+    } else if (job_succeeded_ && !pending_report_) {
       action = Action::kFinish;
     }
     if (action == Action::kWrite) write_in_flight_ = true;

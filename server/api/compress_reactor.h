@@ -109,6 +109,11 @@ class CompressReactor
   uint64_t sending_offset_ ABSL_GUARDED_BY(mu_) = 0;   // in it
   bool first_chunk_sent_ ABSL_GUARDED_BY(mu_) = false;
   bool job_succeeded_ ABSL_GUARDED_BY(mu_) = false;
+  // The client half-closed and every file had exactly its declared bytes.
+  // The report waits for it: a job may finish as soon as the bytes it reads
+  // are in, before a stray byte past a declared size arrives, and an upload
+  // that breaks its declaration must never end with a report and OK.
+  bool upload_verified_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<absl::Status> final_status_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Status> abort_status_ ABSL_GUARDED_BY(mu_);
   std::string method_label_ ABSL_GUARDED_BY(mu_) = "unknown";

@@ -96,6 +96,39 @@ def test_more_bytes_than_declared_for_one_file_is_invalid_argument(strict_client
     assert_compress_works(strict_client, mlp_safetensors)
 
 
+def test_a_stray_byte_after_the_output_has_come_still_fails_the_job(strict_client, mlp_safetensors):
+    """A job may finish as soon as the bytes it reads are in; the upload is
+    still not what it declared until the client half-closes. The stray byte
+    here is sent once the report has come, or after a few seconds without it
+    (the right answer: no report before the half-close); a server that ended
+    the call with its report first would answer OK."""
+    import threading
+    output_seen, report_seen = threading.Event(), threading.Event()
+
+    def requests():
+        yield declare(("config.json", len(CONFIG)), ("model.safetensors", len(mlp_safetensors)))
+        yield chunk(1, mlp_safetensors)
+        yield chunk(0, CONFIG)
+        report_seen.wait(3)
+        yield chunk(0, b"!")
+
+    def call():
+        try:
+            for response in strict_client.stub.Compress(requests(), timeout=60):
+                kind = response.WhichOneof("payload")
+                if kind == "file_chunk":
+                    output_seen.set()
+                if kind == "report":
+                    report_seen.set()
+        except grpc.RpcError as err:
+            raise bonsai.BonsaiError(err.code(), err.details() or "") from None
+        raise AssertionError("the server accepted a malformed stream")
+
+    expect_error(INVALID, call, "config.json", "declared")
+    assert output_seen.is_set(), "the output never came before the stray byte"
+    assert_compress_works(strict_client, mlp_safetensors)
+
+
 def test_a_file_shorter_than_declared_at_half_close_is_invalid_argument(strict_client, mlp_safetensors):
     requests = [declare(("config.json", len(CONFIG) + 10), ("model.safetensors", len(mlp_safetensors))),
                 chunk(1, mlp_safetensors), chunk(0, CONFIG)]

@@ -506,6 +506,8 @@ def _exchange_call(server, decisions, half_close_early=False):
             if answer is None:
                 return
             yield pb.CompressRequest(global_decision=answer)
+            if summary.phase == 2:
+                return  # the last decision: half-close, as the protocol asks
 
     channel = grpc.insecure_channel(server.target)
     stub = __import__("bonsai.v1.compressor_pb2_grpc", fromlist=["x"]).CompressorStub(channel)

@@ -53,7 +53,8 @@ class CompressorServicer(object):
         Server answers: Progress events throughout, the output files as
         file_chunk messages (the same set of files under the same names, each
         file's chunks in order, one file after another as each becomes final),
-        and last the CompressionReport, which carries each output file's
+        and last, once the client has half-closed and every file had exactly its
+        declared size, the CompressionReport, which carries each output file's
         SHA-256: a client keeps no output until it has checked them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
