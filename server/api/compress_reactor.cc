@@ -290,6 +290,7 @@ bool CompressReactor::NextOutputChunk() {
       const uint64_t length =
           std::min<uint64_t>(context_.options.send_chunk_bytes, available - sending_offset_);
       response_.Clear();
+      if (spare_chunk_) response_.set_allocated_file_chunk(spare_chunk_.release());
       v1::FileChunk* chunk = response_.mutable_file_chunk();
       chunk->set_file(file->input_index);
       std::string* data = chunk->mutable_data();
@@ -386,6 +387,7 @@ void CompressReactor::OnWriteDone(bool ok) {
   {
     absl::MutexLock lock(&mu_);
     write_in_flight_ = false;
+    if (response_.has_file_chunk()) spare_chunk_.reset(response_.release_file_chunk());
     if (!ok && !final_status_) {
       final_status_ = absl::CancelledError("the client stopped receiving");
     }

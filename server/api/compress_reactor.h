@@ -94,6 +94,9 @@ class CompressReactor
   // Writing side.
   absl::Mutex mu_;
   v1::CompressResponse response_ ABSL_GUARDED_BY(mu_);
+  // The last chunk message sent, kept for the next one: its 1 MiB buffer is
+  // reused as is, not allocated and zero-filled again for every chunk.
+  std::unique_ptr<v1::FileChunk> spare_chunk_ ABSL_GUARDED_BY(mu_);
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<v1::Progress> pending_progress_ ABSL_GUARDED_BY(mu_);

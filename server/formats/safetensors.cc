@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "server/formats/safetensors_packing.h"
 #include "server/storage/allocator_tuning.h"
+#include "server/tensor/run_in_parallel.h"
 
 namespace bonsai::formats {
 namespace {
@@ -147,11 +148,38 @@ absl::Status SafetensorsModel::LoadRaw(size_t index) const {
 
 absl::Status SafetensorsModel::ReadInto(size_t index, tensor::FloatTensor& out) const {
   if (auto status = CheckUsable(index); !status.ok()) return status;
-  if (auto status = LoadRaw(index); !status.ok()) return status;
   const SafetensorsEntry& entry = header_.entries[index];
   out.shape = entry.shape;
   storage::ResizeForOverwrite(out.values, entry.count);  // bounded: the span was checked against the file
+  if (entry.dtype == tensor::DType::kF32 && raw_index_ != static_cast<int64_t>(index) &&
+      !held_[index]) {
+    return ReadFloatsInPlace(index, out);
+  }
+  if (auto status = LoadRaw(index); !status.ok()) return status;
   return tensor::DecodeToFloat(entry.dtype, raw_.data(), entry.count, out.span());
+}
+
+// Stored F32 is the floats themselves (safetensors is little-endian, like
+// every host we build for), so they are read straight into the tensor: one
+// copy where LoadRaw + decode makes two. Observation passes read every
+// weight once more after the upload, and this copy is most of their time, so
+// a big tensor is read in two halves on two cores when one is free. raw_ is
+// left as it was: the apply path's CompareWithStored reads the stored bytes
+// itself.
+absl::Status SafetensorsModel::ReadFloatsInPlace(size_t index, tensor::FloatTensor& out) const {
+  const uint64_t offset = FileOffset(index);
+  const size_t bytes = out.values.size() * sizeof(float);
+  char* into = reinterpret_cast<char*>(out.values.data());
+  const size_t half = bytes / 2 / sizeof(float) * sizeof(float);
+  // Both halves are there before a core is borrowed: a lent core never
+  // waits for the upload. (When they never come, ReadAt says why.)
+  if (!input_.WaitFor(offset + bytes).ok()) return input_.ReadAt(offset, absl::MakeSpan(into, bytes));
+  absl::Status first, second;
+  tensor::RunInParallel(
+      out.values.size() >= tensor::kWorthASecondCore,
+      [&] { first = input_.ReadAt(offset, absl::MakeSpan(into, half)); },
+      [&] { second = input_.ReadAt(offset + half, absl::MakeSpan(into + half, bytes - half)); });
+  return first.ok() ? second : first;
 }
 
 // Decodes the stored tensor a slice at a time into a small buffer: the

@@ -72,6 +72,7 @@ class SafetensorsModel final : public Model {
   absl::Status CheckUsable(size_t index) const;
   // The tensor's stored bytes into raw_ (kept for the last tensor read).
   absl::Status LoadRaw(size_t index) const;
+  absl::Status ReadFloatsInPlace(size_t index, tensor::FloatTensor& out) const;
   uint64_t FileOffset(size_t index) const {
     return header_.data_start + header_.entries[index].begin;
   }
