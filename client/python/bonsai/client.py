@@ -9,7 +9,8 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import grpc
 
-from bonsai import recipes
+from bonsai import chunk_wire
+from bonsai import recipes, replicas
 from bonsai import spec as specs
 from bonsai import tls
 from bonsai.errors import BonsaiError, ModelTooLarge, from_rpc_error
@@ -81,7 +82,6 @@ class Client:
         tls_server_name: Optional[str] = None,
         options: Iterable = (),
     ):
-        from bonsai import replicas
         self.targets = replicas.target_list(target)
         if not self.targets:
             raise ValueError("no target given")
@@ -107,6 +107,7 @@ class Client:
         else:
             self._channel = grpc.secure_channel(self.target, credentials, options=opts)
         self.stub = pb_grpc.CompressorStub(self._channel)
+        self._compress_rpc = chunk_wire.compress_rpc(self._channel)
         self._rng = random.Random()
 
     def close(self) -> None:
@@ -235,8 +236,7 @@ class Client:
         if sparsity is None:
             sparsity = 0.0 if rules else 0.5
         if parallel is None:
-            from bonsai import parallel as parallel_jobs
-            parallel = parallel_jobs.worth_spreading(self.targets, model)
+            parallel = replicas.worth_spreading(self.targets, model)
         if parallel:
             from bonsai import parallel as parallel_jobs
             return parallel_jobs.compress_parallel(
@@ -261,8 +261,7 @@ class Client:
         if calib is not None:
             parts.append((lambda c: pb.CompressRequest(calibration_chunk=c), calib))
         for index, f in enumerate(files):
-            parts.append((lambda c, i=index: pb.CompressRequest(file_chunk=pb.FileChunk(file=i, data=c)),
-                          f.source))
+            parts.append((lambda c, i=index: chunk_wire.encode_file_chunk(i, c), f.source))
         model_bytes = sum(f.source.size for f in files)
         upload_total = model_bytes + (calib.size if calib else 0)
         rereadable = all(f.source.rereadable for f in files) and (calib is None or calib.rereadable)
@@ -287,7 +286,7 @@ class Client:
                 upload_progress(sent[0], upload_total)
 
         requests = UploadRequests(first, parts, self.chunk_bytes, self.admission_wait, on_bytes)
-        call = self.stub.Compress(iter(requests), timeout=timeout or self.timeout)
+        call = self._compress_rpc(iter(requests), timeout=timeout or self.timeout)
 
         def on_done(_call) -> None:
             requests.call_done.set()
@@ -299,18 +298,18 @@ class Client:
         try:
             for response in call:
                 requests.server_spoke.set()
-                kind = response.WhichOneof("payload")
+                kind, value = chunk_wire.payload_of(response)
                 if kind == "progress":
                     if progress is not None:
-                        progress(response.progress)
+                        progress(value)
                 elif kind == "file_chunk":
                     if report is not None:
                         raise BonsaiError(grpc.StatusCode.INTERNAL, "server sent model bytes after the report")
-                    sink.write(response.file_chunk.file, response.file_chunk.data)
+                    sink.write(value.file, value.data)
                     if download_progress is not None:
                         download_progress(sink.size, model_bytes)
                 elif kind == "report":
-                    report = response.report
+                    report = value
             if report is None:
                 raise BonsaiError(grpc.StatusCode.INTERNAL, "server ended the stream without a report")
             sink.verify(report)

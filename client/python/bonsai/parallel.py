@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import grpc
 
-from bonsai import calibration_split, model_files, safetensors_io, spec as specs
+from bonsai import calibration_split, chunk_wire, model_files, safetensors_io, spec as specs
 from bonsai.errors import BonsaiError, ModelTooLarge, from_rpc_error
 from bonsai.global_cut import GlobalCuts
 from bonsai.replicas import Replica, resolve
@@ -247,7 +247,7 @@ class _Run:
         if job.calibration is not None:
             parts.append((lambda c: pb.CompressRequest(calibration_chunk=c), ByteSource(job.calibration)))
         for i, f in enumerate(job.shards):
-            parts.append((lambda c, i=i: pb.CompressRequest(file_chunk=pb.FileChunk(file=i, data=c)), f.source))
+            parts.append((lambda c, i=i: chunk_wire.encode_file_chunk(i, c), f.source))
         # While the replica has sent a summary that has no answer yet, its
         # silence is ours (the other jobs' summaries may take long): no stall.
         watch = {"last": time.monotonic(), "summaries": 0, "answers": 0, "stalled": False}
@@ -264,7 +264,7 @@ class _Run:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise BonsaiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the parallel job's deadline passed")
-        call = replica.stub.Compress(iter(requests), timeout=remaining)
+        call = replica.compress_rpc(iter(requests), timeout=remaining)
 
         def on_done(_call) -> None:
             requests.call_done.set()
@@ -283,19 +283,19 @@ class _Run:
             for response in call:
                 requests.server_spoke.set()
                 watch["last"] = time.monotonic()
-                kind = response.WhichOneof("payload")
+                kind, value = chunk_wire.payload_of(response)
                 if kind == "file_chunk":
                     if report is not None:
                         raise BonsaiError(grpc.StatusCode.INTERNAL, "server sent model bytes after the report")
-                    sink.write(response.file_chunk.file, response.file_chunk.data)
+                    sink.write(value.file, value.data)
                 elif kind == "global_summary":
                     if self.cuts is None:
                         raise BonsaiError(grpc.StatusCode.INTERNAL, "server sent a global summary unasked")
                     with self.cond:
                         watch["summaries"] += 1
-                    self.cuts.submit(job.info.index, response.global_summary)
+                    self.cuts.submit(job.info.index, value)
                 elif kind == "report":
-                    report = response.report
+                    report = value
             if report is None:
                 raise BonsaiError(grpc.StatusCode.INTERNAL, "server ended the stream without a report")
             sink.verify(report)
@@ -714,16 +714,3 @@ class ParallelResult(CompressResult):
 
     shard_jobs: List[ShardJob] = dataclasses.field(default_factory=list)
     summary_bytes: Dict[int, int] = dataclasses.field(default_factory=dict)
-
-
-def worth_spreading(targets, model) -> bool:
-    """The default of parallel=None: several replicas and a folder of several shards."""
-    if not (isinstance(model, (str, os.PathLike)) and os.path.isdir(os.fspath(model))):
-        return False
-    try:
-        if len(resolve(targets)) < 2:
-            return False
-    except ValueError:
-        return False
-    shards = [f for f in model_files.collect(model) if f.name.endswith(".safetensors")]
-    return len(shards) > 1

@@ -9,12 +9,14 @@ makes long-lived clients reconnect, and so resolve again, for the others.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import threading
 from typing import List, Optional, Sequence, Tuple, Union
 
 import grpc
 
+from bonsai import chunk_wire, model_files
 from bonsai.v1 import compressor_pb2 as pb
 from bonsai.v1 import compressor_pb2_grpc as pb_grpc
 
@@ -80,6 +82,7 @@ class Replica:
         else:
             self.channel = grpc.secure_channel(target, credentials, options=opts)
         self.stub = pb_grpc.CompressorStub(self.channel)
+        self.compress_rpc = chunk_wire.compress_rpc(self.channel)
         self.capacity = 1
         self.in_flight = 0
         self.avoid_until = 0.0  # after a refusal or a failure, others go first for a while
@@ -122,3 +125,18 @@ def channel_target(targets: List[str]) -> str:
     if all(a.startswith("ipv4:") for a in addresses):
         return "ipv4:" + ",".join(a[len("ipv4:"):] for a in addresses)
     return targets[0]
+
+
+def worth_spreading(targets: Targets, model) -> bool:
+    """The default of parallel=None: several replicas and a folder of several
+    shards. Here rather than in bonsai.parallel so that deciding costs no
+    import of it (and of numpy): ~0.1 s of every CLI start."""
+    if not (isinstance(model, (str, os.PathLike)) and os.path.isdir(os.fspath(model))):
+        return False
+    try:
+        if len(resolve(targets)) < 2:
+            return False
+    except ValueError:
+        return False
+    shards = [f for f in model_files.collect(model) if f.name.endswith(".safetensors")]
+    return len(shards) > 1
