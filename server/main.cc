@@ -220,7 +220,8 @@ int main(int argc, char** argv) {
   }
   // Carved out of the memory budget: memfd pages count in the cgroup as
   // working memory does, and cannot be written back under pressure.
-  memory_spool_bytes = std::clamp<int64_t>(memory_spool_bytes, 0, static_cast<int64_t>(memory_bytes));
+  memory_spool_bytes =
+      std::clamp<int64_t>(memory_spool_bytes, 0, static_cast<int64_t>(memory_bytes));
   memory_bytes -= static_cast<uint64_t>(memory_spool_bytes);
   bonsai::storage::ByteBudget spool("spool disk", "max_spool_bytes", spool_bytes);
   bonsai::storage::ByteBudget memory("working memory", "max_memory_bytes", memory_bytes);

@@ -1,9 +1,12 @@
 #include "server/api/upload_files.h"
 
+#include <algorithm>
+
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "server/api/admission.h"
 #include "server/formats/model_set.h"
+#include "server/formats/safetensors_header.h"
 
 namespace bonsai::api {
 namespace {
@@ -16,6 +19,15 @@ absl::Status TooLarge(const std::string& what, uint64_t bytes, uint64_t limit, c
           "the ", what, " is ", HumanBytes(bytes), ", over this server's limit of ",
           HumanBytes(limit), " (--", flag, "); use a server with a larger limit")),
       engine::ErrorReason::kModelTooLarge);
+}
+
+// What a client sends of a declared file: all of it, or for a header_only
+// file (Inspect of safetensors) its 8-byte length and JSON header, which the
+// format caps. Budgets and limits count these bytes: a header-only Inspect of
+// a 16 GB checkpoint needs room for its headers, not for 3 x 16 GB.
+uint64_t UploadedBytes(const v1::FileDeclaration& file) {
+  if (!file.header_only()) return file.size_bytes();
+  return std::min<uint64_t>(file.size_bytes(), 8 + formats::kMaxSafetensorsHeaderBytes);
 }
 
 }  // namespace
@@ -53,7 +65,7 @@ absl::Status UploadFiles::Declare(
           "file \"", file.name(), "\" is declared header_only, which only Inspect accepts; "
           "send the whole file to compress it"));
     }
-    total += file.size_bytes();
+    total += UploadedBytes(file);
   }
   if (total > options_.max_model_bytes) {
     return TooLarge("model", total, options_.max_model_bytes, "max_model_bytes");
@@ -119,8 +131,13 @@ absl::Status UploadFiles::Append(Upload& upload, const std::string& chunk, const
         "a chunk of ", chunk.size(), " bytes is larger than the ", options_.max_chunk_bytes,
         " bytes this server accepts; send 1 MiB chunks"));
   }
-  const uint64_t limit = upload.declaration.size_bytes();
+  const uint64_t limit = UploadedBytes(upload.declaration);
   if (upload.data->size() + chunk.size() > limit) {
+    if (upload.declaration.header_only()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "more bytes of ", what, " arrived than a header_only file sends (", limit,
+          "); send only its 8-byte length and JSON header"));
+    }
     return absl::InvalidArgumentError(absl::StrCat(
         "more bytes of ", what, " arrived than the ", limit,
         " declared in the spec; declare each file's exact size"));

@@ -35,10 +35,7 @@ void CollectUnknownFields(const Message& message, const std::string& path,
 
 // A method of the registry, or "none" (a rule that keeps tensors dense).
 bool IsKnownMethod(const std::string& method) {
-  const auto& known = methods::DescribeMethods();
-  return method == "none" || std::any_of(known.begin(), known.end(), [&](const auto& described) {
-           return described.name == method;
-         });
+  return method == "none" || methods::IsMethod(method);
 }
 
 // The message set in the oneof (named after its method), or null.

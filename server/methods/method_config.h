@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace bonsai::methods {
@@ -44,6 +45,8 @@ struct MethodDescription {
 
 // Every method this build offers, in a stable order.
 const std::vector<MethodDescription>& DescribeMethods();
+// Whether this build offers a method of that name.
+bool IsMethod(std::string_view name);
 
 // What the engine asks of a method's kind before it builds one, answered by
 // the method's own entry in the registry (false / 0 for an unknown method),

@@ -287,15 +287,23 @@ const std::vector<MethodDescription>& DescribeMethods() {
 
 namespace {
 
+// The one lookup by name: null for a name this build does not offer.
+const Entry* FindEntry(std::string_view name) {
+  for (const Entry& entry : Entries()) {
+    if (entry.description.name == name) return &entry;
+  }
+  return nullptr;
+}
+
 const Traits& TraitsOf(const MethodConfig& config) {
   static const Traits none;
-  for (const Entry& entry : Entries()) {
-    if (entry.description.name == config.method) return entry.traits;
-  }
-  return none;
+  const Entry* entry = FindEntry(config.method);
+  return entry != nullptr ? entry->traits : none;
 }
 
 }  // namespace
+
+bool IsMethod(std::string_view name) { return FindEntry(name) != nullptr; }
 
 bool PrunesWholeChannels(const MethodConfig& config) {
   return TraitsOf(config).prunes_whole_channels;
@@ -304,11 +312,11 @@ bool NeedsSparsity(const MethodConfig& config) { return TraitsOf(config).needs_s
 int QuantizedBits(const MethodConfig& config) { return TraitsOf(config).quantized_bits(config); }
 
 absl::StatusOr<std::unique_ptr<Method>> CreateMethod(const MethodConfig& config) {
-  std::vector<std::string> known;
-  for (const Entry& entry : Entries()) {
-    if (entry.description.name == config.method) return entry.factory(config);
-    known.push_back(entry.description.name);
+  if (const Entry* entry = FindEntry(config.method); entry != nullptr) {
+    return entry->factory(config);
   }
+  std::vector<std::string> known;
+  for (const Entry& entry : Entries()) known.push_back(entry.description.name);
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown method '", config.method, "'; this server offers: ",
       absl::StrJoin(known, ", "), " (see GetCapabilities)"));

@@ -50,7 +50,9 @@ MethodOutcome SparsityOutcome(int64_t channels, int n, int m) {
   MethodOutcome outcome;
   if (m > 0) {
     outcome.note = DenseTailNote(channels, m);
-    outcome.packing = {formats::Packing::kNM, n, m, {}};
+    outcome.packing.packing = formats::Packing::kNM;
+    outcome.packing.n = n;
+    outcome.packing.m = m;
   } else {
     outcome.packing.packing = formats::Packing::kSparseBitmask;
   }

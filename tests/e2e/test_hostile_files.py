@@ -187,3 +187,44 @@ def test_interleaved_chunks_of_several_files_are_fine(strict_client, mlp_safeten
     assert int((safetensors_io.loads(out[1])["other.weight"] == 0).sum()) == 32
     report = responses[-1].report
     assert [f.name for f in report.files] == [n for n, _ in files]
+
+
+def _huge_model_header(gib: int) -> tuple:
+    """The 8-byte length and JSON header of a safetensors file holding one
+    F32 tensor of `gib` GiB, and the size the whole file would have."""
+    import json
+    import struct
+    rows = gib * (1 << 28) // 65536
+    header = json.dumps({"w": {"dtype": "F32", "shape": [rows, 65536],
+                               "data_offsets": [0, rows * 65536 * 4]}}).encode()
+    head = struct.pack("<Q", len(header)) + header
+    return head, len(head) + rows * 65536 * 4
+
+
+def _header_only_inspect(head: bytes, declared: int, data: bytes):
+    spec = pb.InspectRequest(spec=pb.InspectSpec(files=[pb.FileDeclaration(
+        name="model.safetensors", size_bytes=declared, header_only=True)]))
+    chunks = [pb.InspectRequest(file_chunk=pb.FileChunk(file=0, data=data[i:i + (1 << 20)]))
+              for i in range(0, len(data), 1 << 20)]
+    return [spec] + chunks
+
+
+def test_a_header_only_inspect_is_budgeted_by_its_header_not_the_declared_size(start_server):
+    """Inspect of a 16 GiB checkpoint sends its header only; the spool and
+    model limits count what is sent, so a server with 1 GiB of spool and a
+    1 GiB model limit still inspects it (it once reserved 3 x 16 GiB)."""
+    srv = start_server([f"--max_spool_bytes={1 << 30}", f"--max_model_bytes={1 << 30}",
+                        "--memory_spool_bytes=0"])
+    head, declared = _huge_model_header(16)
+    with bonsai.Client(srv.target, timeout=60, retry=bonsai.NO_RETRY) as c:
+        info = raw_inspect(c, _header_only_inspect(head, declared, head))
+        assert [(t.name, list(t.shape)) for t in info.tensors] == [("w", [65536, 65536])]
+
+
+def test_a_header_only_file_that_sends_more_than_a_header_is_invalid_argument(strict_client):
+    """Room is reserved for a header (at most 8 bytes + 100 MiB): a client
+    that declares header_only and then streams the weights is stopped there."""
+    head, declared = _huge_model_header(1)
+    too_much = head + bytes(8 + (100 << 20) + 1 - len(head))
+    expect_error(INVALID, lambda: raw_inspect(strict_client, _header_only_inspect(head, declared, too_much)),
+                 "header_only", "model.safetensors")
