@@ -43,6 +43,11 @@ def _onnx_data_files(path: str) -> List[str]:
     return locations
 
 
+def is_folder(model: ModelInput) -> bool:
+    """Whether `model` names a folder (a sharded checkpoint), not a file or bytes."""
+    return isinstance(model, (str, os.PathLike)) and os.path.isdir(os.fspath(model))
+
+
 def collect(model: ModelInput) -> List[ModelFile]:
     """The files to upload for `model` (see the module's docstring)."""
     if isinstance(model, (str, os.PathLike)):
@@ -101,7 +106,7 @@ def output_paths(files: List[ModelFile], model: ModelInput, output_path) -> Opti
     if output_path is None:
         return None
     out = os.fspath(output_path)
-    if isinstance(model, (str, os.PathLike)) and os.path.isdir(os.fspath(model)):
+    if is_folder(model):
         if os.path.exists(out) and not os.path.isdir(out):
             raise NotADirectoryError(f"the model is a folder, so the output must be one too: {out} is a file")
         _check_parent(out, "the output folder's parent")

@@ -519,7 +519,7 @@ def compress_parallel(client, model, *, spec_kwargs: dict, calibration, output_p
                       timeout: Optional[float] = None) -> CompressResult:
     started = time.monotonic()
     deadline = started + (timeout or client.timeout)
-    if not (isinstance(model, (str, os.PathLike)) and os.path.isdir(os.fspath(model))):
+    if not model_files.is_folder(model):
         raise ValueError("parallel compression takes a folder of *.safetensors shards")
     files = model_files.collect(model)
     paths = model_files.output_paths(files, model, output_path)

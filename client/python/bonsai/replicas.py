@@ -9,7 +9,6 @@ makes long-lived clients reconnect, and so resolve again, for the others.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import threading
 from typing import List, Optional, Sequence, Tuple, Union
@@ -131,7 +130,7 @@ def worth_spreading(targets: Targets, model) -> bool:
     """The default of parallel=None: several replicas and a folder of several
     shards. Here rather than in bonsai.parallel so that deciding costs no
     import of it (and of numpy): ~0.1 s of every CLI start."""
-    if not (isinstance(model, (str, os.PathLike)) and os.path.isdir(os.fspath(model))):
+    if not model_files.is_folder(model):
         return False
     try:
         if len(resolve(targets)) < 2:
