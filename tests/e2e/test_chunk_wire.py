@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from google.protobuf.internal.encoder import _VarintBytes as _varint  # protobuf's own, not chunk_wire's
 from google.protobuf.message import DecodeError
 
 from bonsai import chunk_wire
@@ -37,15 +38,6 @@ def test_a_response_chunk_decodes_as_protobuf_parses_it_without_copying(file, si
     if size:
         assert isinstance(decoded, chunk_wire.FileChunkView)
         assert chunk.data.obj is message  # a view of the received bytes, not a copy
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _field(number: int, wire_type: int, payload: bytes) -> bytes:
